@@ -1,0 +1,209 @@
+"""The LDAP user source: ldap3, pooled connections, URIs tried in order.
+
+ldap3's synchronous strategy is used from a bounded thread pool (see
+:mod:`directory.service`), so the event loop never waits on LDAP. Connections are kept and
+reused: a login costs one search (often skipped by the route cache) and one bind on an
+already-open connection, not a TCP handshake each time.
+
+Two pools, because they hold different identities: search connections stay bound as the
+service account; auth connections are re-bound as each user in turn.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server, Tls
+from ldap3.core.exceptions import LDAPException
+
+from directory.model import DirectoryUnavailable, Route, route_from_entry
+from directory.names import render_filter
+from proxy.config import DirectorySettings
+
+log = logging.getLogger("mailfarm.directory")
+
+INVALID_CREDENTIALS = 49
+SIZE_LIMIT_EXCEEDED = 4
+NO_SUCH_OBJECT = 32
+# Results that mean "this user cannot bind with that password", not "directory broken".
+_BIND_REFUSED = {INVALID_CREDENTIALS, 53}  # 53: unwillingToPerform (e.g. locked, empty pw)
+
+T = TypeVar("T")
+
+
+class _Pool:
+    """A small pool of open ldap3 connections; a broken one is dropped, never reused."""
+
+    def __init__(self, size: int, opener: Callable[[], Connection]) -> None:
+        self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+        self._opener = opener
+
+    def run(self, job: Callable[[Connection], T]) -> T:
+        """Run ``job`` on a pooled connection, retrying once on a fresh one if it broke.
+
+        One retry covers the common case of a server that restarted or closed an idle
+        connection; a second failure means the directory is really unreachable.
+        """
+        with self._slots:
+            for attempt in (1, 2):
+                try:
+                    conn = self._idle.get_nowait()
+                except queue.Empty:
+                    conn = self._opener()
+                try:
+                    result = job(conn)
+                except LDAPException as exc:
+                    _close_quietly(conn)
+                    if attempt == 2:
+                        raise DirectoryUnavailable(f"LDAP error: {exc}") from None
+                    continue
+                self._idle.put(conn)
+                return result
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        while True:
+            try:
+                _close_quietly(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+
+def _close_quietly(conn: Connection) -> None:
+    try:
+        conn.unbind()
+    except Exception:
+        pass
+
+
+class LdapSource:
+    """Implements :class:`directory.model.UserSource` over one or more LDAP servers."""
+
+    def __init__(self, settings: DirectorySettings) -> None:
+        self._settings = settings
+        tls = Tls(validate=ssl.CERT_REQUIRED)
+        self._servers = [
+            Server(uri, get_info=NONE, connect_timeout=settings.timeout, tls=tls)
+            for uri in settings.uri
+        ]
+        self._attributes = ["uid", "mail", "mailRoutingAddress", settings.host_attribute]
+        for extra in (settings.port_attribute, settings.disabled_attribute):
+            if extra:
+                self._attributes.append(extra)
+        self._search = _Pool(settings.pool_size, self._open_search)
+        self._auth = _Pool(settings.pool_size, self._open_auth)
+
+    def _open(self, user: str | None, password: str | None) -> Connection:
+        """Open a connection to the first server that answers, in configured order."""
+        errors = []
+        for server in self._servers:
+            conn = Connection(
+                server,
+                user=user or None,
+                password=password or None,
+                authentication=SIMPLE if user else None,
+                receive_timeout=self._settings.timeout,
+                raise_exceptions=False,
+                read_only=True,
+                auto_referrals=False,
+                check_names=False,
+            )
+            try:
+                conn.open()
+                if user and not conn.bind():
+                    code = conn.result.get("result")
+                    _close_quietly(conn)
+                    errors.append(f"{server.name}: service bind refused (result {code})")
+                    continue
+                return conn
+            except LDAPException as exc:
+                _close_quietly(conn)
+                errors.append(f"{server.name}: {exc}")
+        raise DirectoryUnavailable("; ".join(errors) or "no LDAP server configured")
+
+    def _open_search(self) -> Connection:
+        s = self._settings
+        return self._open(s.bind_dn, s.bind_password)
+
+    def _open_auth(self) -> Connection:
+        return self._open(None, None)
+
+    def find(self, login: str) -> Route | None:
+        s = self._settings
+        search_filter = render_filter(s.user_filter, login)
+
+        def job(conn: Connection) -> Route | None:
+            conn.search(
+                s.base,
+                search_filter,
+                search_scope=SUBTREE,
+                attributes=self._attributes,
+                size_limit=2,
+            )
+            code = conn.result.get("result")
+            if code == SIZE_LIMIT_EXCEEDED or len(conn.response or []) > 1:
+                entries = [
+                    e.get("dn") for e in conn.response or [] if e.get("type") == "searchResEntry"
+                ]
+                log.warning(
+                    "login %r matches several entries %s; refusing to guess", login, entries
+                )
+                return None
+            if code == NO_SUCH_OBJECT:
+                log.warning("search base %r does not exist", s.base)
+                return None
+            if code != 0:
+                raise DirectoryUnavailable(
+                    f"search failed: result {code} {conn.result.get('description')}"
+                )
+            for entry in conn.response or []:
+                if entry.get("type") != "searchResEntry":
+                    continue
+                raw = entry.get("raw_attributes", {})
+                attrs = {k.lower(): _decode_values(v) for k, v in raw.items()}
+                return route_from_entry(
+                    entry["dn"], attrs, s.host_attribute, s.port_attribute, s.disabled_attribute
+                )
+            return None
+
+        return self._search.run(job)
+
+    def bind(self, dn: str, password: str) -> bool:
+        if not password:
+            return False  # an unauthenticated bind must never count as a login
+
+        def job(conn: Connection) -> bool:
+            conn.user = dn
+            conn.password = password
+            conn.authentication = SIMPLE
+            ok = conn.bind()
+            if ok:
+                return True
+            code = conn.result.get("result")
+            if code in _BIND_REFUSED:
+                return False
+            if code is None:
+                raise DirectoryUnavailable("bind got no answer")
+            raise DirectoryUnavailable(
+                f"bind failed: result {code} {conn.result.get('description')}"
+            )
+
+        return self._auth.run(job)
+
+    def close(self) -> None:
+        self._search.close()
+        self._auth.close()
+
+
+def _decode_values(values: object) -> list[str]:
+    items = values if isinstance(values, list) else [values]
+    out = []
+    for v in items:
+        out.append(v.decode("utf-8", "replace") if isinstance(v, bytes | bytearray) else str(v))
+    return out

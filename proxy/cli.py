@@ -1,0 +1,136 @@
+"""The ``mailfarm`` command: parse arguments, call into the packages, map errors to exit codes.
+
+Exit codes are part of the interface operators script against: 0 success, 1 "not found" or a
+refused operation, 2 bad configuration or usage, 3 a service (directory, backend) unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+from proxy.config import ConfigError, Settings, effective_settings, load_config
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
+DEFAULT_CONFIG = "proxy.toml"
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c", "--config", default=DEFAULT_CONFIG, help="configuration file (default: proxy.toml)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailfarm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run every front end the configuration names")
+    _add_config(p)
+
+    p = sub.add_parser("check-config", help="validate the configuration and print it")
+    _add_config(p)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = sub.add_parser("lookup", help="show where a login is routed")
+    _add_config(p)
+    p.add_argument("login", help="uid (alice_example_co_uk) or address (alice@example.co.uk)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+def _load(path: str) -> Settings:
+    return load_config(path)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    shown = effective_settings(settings)
+    if args.json:
+        print(json.dumps(shown, indent=2))
+        return EXIT_OK
+    print(f"# {settings.path}: OK")
+    for section, table in shown.items():
+        print(f"[{section}]")
+        for key, value in table.items():
+            print(f"{key} = {json.dumps(value)}")
+        print()
+    return EXIT_OK
+
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from directory.model import DirectoryUnavailable
+    from directory.service import Directory
+
+    settings = _load(args.config)
+
+    async def run() -> int:
+        directory = Directory(settings.directory)
+        try:
+            found = await directory.lookup(args.login)
+        except DirectoryUnavailable as exc:
+            print(f"mailfarm: directory unavailable: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
+        finally:
+            directory.close()
+        route = found.route
+        if route is None:
+            if args.json:
+                print(json.dumps({"login": args.login, "found": False}))
+            else:
+                print(f"{args.login}: no such user", file=sys.stderr)
+            return EXIT_NOT_FOUND
+        info = {
+            "login": args.login,
+            "found": True,
+            "uid": route.uid,
+            "dn": route.dn,
+            "mail": route.mail,
+            "mailHost": route.host,
+            "port": route.port,
+            "login_disabled": route.login_disabled,
+            "cached": found.from_cache,
+            "stale": found.stale,
+        }
+        if args.json:
+            print(json.dumps(info))
+        else:
+            for key in ("uid", "dn", "mail", "mailHost", "port", "cached"):
+                value = info[key]
+                if key == "port" and value is None:
+                    value = "(none: protocol backend_port)"
+                if key == "cached":
+                    value = "yes (stale)" if found.stale else ("yes" if value else "no")
+                print(f"{key}: {value}")
+        return EXIT_OK
+
+    return asyncio.run(run())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from proxy.server import serve
+
+    settings = _load(args.config)
+    return serve(settings)
+
+
+COMMANDS = {"serve": cmd_serve, "check-config": cmd_check_config, "lookup": cmd_lookup}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"mailfarm: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

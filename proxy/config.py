@@ -1,0 +1,261 @@
+"""``proxy.toml`` → frozen, typed settings, parsed once and passed down explicitly.
+
+Every section and key mailfarm knows is declared here as data; ``proxy.toml`` at the
+repository root documents each one. Unknown keys are errors (a typo must not silently fall
+back to a default).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from proxy.configschema import ConfigError, Key, one_of, port_number, positive, read_table
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Listen = tuple[tuple[str, int], ...]
+
+DEFAULT_USER_FILTER = "(&(objectClass=inetLocalMailRecipient)(|(uid=%s)(mail=%s)))"
+
+
+def _check_uris(uris: tuple[str, ...]) -> tuple[str, ...]:
+    if not uris:
+        raise ValueError("at least one URI is needed")
+    for uri in uris:
+        if uri.startswith("ldif:"):
+            if len(uris) != 1:
+                raise ValueError("ldif: cannot be combined with other URIs")
+            path = Path(uri[5:])
+            if not path.is_file():
+                raise ValueError(f"{uri}: no such file")
+        elif not uri.startswith(("ldap://", "ldaps://", "ldapi://")):
+            raise ValueError(f"{uri!r}: must start with ldap://, ldaps://, ldapi:// or ldif:")
+    return uris
+
+
+def _check_filter(value: str) -> str:
+    if "%s" not in value:
+        raise ValueError("must contain %s where the login goes")
+    if not (value.startswith("(") and value.endswith(")")):
+        raise ValueError("must be an LDAP filter in parentheses")
+    return value
+
+
+DIRECTORY_KEYS = {
+    "uri": Key("strlist", None, _check_uris),
+    "base": Key("str", None),
+    "bind_dn": Key("str", ""),
+    "bind_password": Key("secret", "", secret=True),
+    "bind_password_file": Key("path", None),
+    "user_filter": Key("str", DEFAULT_USER_FILTER, _check_filter),
+    "host_attribute": Key("str", "mailHost"),
+    "port_attribute": Key("str", ""),
+    "disabled_attribute": Key("str", ""),
+    "cache_ttl": Key("float", 300.0),
+    "negative_ttl": Key("float", 30.0),
+    "stale_ttl": Key("float", 3600.0),
+    "cache_size": Key("int", 100_000),
+    "timeout": Key("float", 5.0, positive),
+    "pool_size": Key("int", 4),
+}
+
+PROXY_KEYS = {
+    "trusted_networks": Key("networks", ()),
+    "plaintext_auth": Key("bool", False),
+    "auth_failure_delay": Key("float", 2.0),
+    "max_auth_failures": Key("int", 3),
+    "max_line": Key("int", 8192),
+    "max_literal": Key("int", 8192),
+    "preauth_timeout": Key("float", 60.0, positive),
+    "idle_timeout": Key("float", 3600.0, positive),
+    "shutdown_grace": Key("float", 30.0),
+    "log_level": Key("str", "info", one_of("debug", "info", "warning", "error")),
+}
+
+TLS_KEYS = {"cert": Key("path", None), "key": Key("path", None)}
+
+
+def _protocol_keys(backend_port: int) -> dict[str, Key]:
+    return {
+        "listen": Key("listen", ()),
+        "tls_listen": Key("listen", ()),
+        "proxy_protocol_listen": Key("listen", ()),
+        "backend_port": Key("int", backend_port, port_number),
+        "backend_tls": Key("str", "none", one_of("none", "starttls", "tls")),
+        "backend_tls_verify": Key("bool", True),
+        "backend_ca": Key("path", None),
+        "backend_timeout": Key("float", 10.0, positive),
+        "forward_client_ip": Key("bool", False),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    uri: tuple[str, ...]
+    base: str
+    bind_dn: str
+    bind_password: str
+    bind_password_file: Path | None
+    user_filter: str
+    host_attribute: str
+    port_attribute: str
+    disabled_attribute: str
+    cache_ttl: float
+    negative_ttl: float
+    stale_ttl: float
+    cache_size: int
+    timeout: float
+    pool_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    trusted_networks: tuple[Network, ...]
+    plaintext_auth: bool
+    auth_failure_delay: float
+    max_auth_failures: int
+    max_line: int
+    max_literal: int
+    preauth_timeout: float
+    idle_timeout: float
+    shutdown_grace: float
+    log_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    cert: Path | None
+    key: Path | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSettings:
+    listen: Listen
+    tls_listen: Listen
+    proxy_protocol_listen: Listen
+    backend_port: int
+    backend_tls: str
+    backend_tls_verify: bool
+    backend_ca: Path | None
+    backend_timeout: float
+    forward_client_ip: bool
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen or self.tls_listen or self.proxy_protocol_listen)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    path: Path
+    directory: DirectorySettings
+    proxy: ProxySettings
+    tls: TlsSettings
+    imap: ProtocolSettings
+    pop3: ProtocolSettings
+
+
+SECTIONS: dict[str, dict[str, Key]] = {
+    "directory": DIRECTORY_KEYS,
+    "proxy": PROXY_KEYS,
+    "tls": TLS_KEYS,
+    "imap": _protocol_keys(143),
+    "pop3": _protocol_keys(110),
+}
+
+
+def _directory(path: Path, values: dict[str, Any]) -> DirectorySettings:
+    if values["uri"] is None:
+        raise ConfigError(path, "directory", "uri", "is required")
+    ldif = values["uri"][0].startswith("ldif:")
+    if values["base"] is None:
+        raise ConfigError(path, "directory", "base", "is required")
+    if values["bind_password"] and values["bind_password_file"]:
+        raise ConfigError(
+            path,
+            "directory",
+            "bind_password_file",
+            "give bind_password or bind_password_file, not both",
+        )
+    if values["bind_password_file"] is not None:
+        text = values["bind_password_file"].read_text(encoding="utf-8")
+        values = {**values, "bind_password": text.rstrip("\r\n")}
+    if values["bind_dn"] and not values["bind_password"] and not ldif:
+        raise ConfigError(path, "directory", "bind_password", "is required when bind_dn is set")
+    if values["pool_size"] < 1:
+        raise ConfigError(path, "directory", "pool_size", "must be at least 1")
+    return DirectorySettings(**values)
+
+
+def load_config(path: str | Path) -> Settings:
+    """Read and validate ``path``; raises :class:`ConfigError` naming file, section and key."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, None, None, "no such file") from None
+    except OSError as exc:
+        raise ConfigError(path, None, None, f"cannot read: {exc.strerror}") from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, None, f"not valid TOML: {exc}") from None
+    for name in doc:
+        if name not in SECTIONS:
+            known = ", ".join(SECTIONS)
+            raise ConfigError(path, name, None, f"unknown section (known sections: {known})")
+    if "directory" not in doc:
+        raise ConfigError(path, "directory", None, "section is required")
+    tables = {name: read_table(path, name, doc.get(name), keys) for name, keys in SECTIONS.items()}
+    tls = TlsSettings(**tables["tls"])
+    if (tls.cert is None) != (tls.key is None):
+        missing = "key" if tls.key is None else "cert"
+        raise ConfigError(path, "tls", missing, "cert and key must be given together")
+    protocols = {name: ProtocolSettings(**tables[name]) for name in ("imap", "pop3")}
+    for name, proto in protocols.items():
+        if proto.tls_listen and not tls.enabled:
+            raise ConfigError(path, name, "tls_listen", "needs [tls] cert and key")
+    return Settings(
+        path=path,
+        directory=_directory(path, tables["directory"]),
+        proxy=ProxySettings(**tables["proxy"]),
+        tls=tls,
+        imap=protocols["imap"],
+        pop3=protocols["pop3"],
+    )
+
+
+def _show(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        items = [_show(v) for v in value]
+        if value and isinstance(value[0], tuple) and len(value[0]) == 2:
+            items = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in value]
+        return items
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return str(value)
+    return value
+
+
+def effective_settings(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every setting with its effective value, secrets masked, for ``check-config``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, keys in SECTIONS.items():
+        section = getattr(settings, name)
+        table: dict[str, Any] = {}
+        for field in fields(section):
+            value = getattr(section, field.name)
+            key = keys.get(field.name)
+            if key is not None and key.secret and value:
+                value = "********"
+            table[field.name] = _show(value)
+        out[name] = table
+    return out

@@ -12,6 +12,7 @@ service account; auth connections are re-bound as each user in turn.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import ssl
 import threading
@@ -87,11 +88,7 @@ class LdapSource:
 
     def __init__(self, settings: DirectorySettings) -> None:
         self._settings = settings
-        tls = Tls(validate=ssl.CERT_REQUIRED)
-        self._servers = [
-            Server(uri, get_info=NONE, connect_timeout=settings.timeout, tls=tls)
-            for uri in settings.uri
-        ]
+        self._tls = Tls(validate=ssl.CERT_REQUIRED)
         self._attributes = ["uid", "mail", "mailRoutingAddress", settings.host_attribute]
         for extra in (settings.port_attribute, settings.disabled_attribute):
             if extra:
@@ -102,13 +99,18 @@ class LdapSource:
     def _open(self, user: str | None, password: str | None) -> Connection:
         """Open a connection to the first server that answers, in configured order."""
         errors = []
-        for server in self._servers:
+        for uri in self._settings.uri:
+            # A new Server each time: ldap3 remembers a failed address and skips it for
+            # seconds, which would delay recovery after an LDAP restart.
+            server = Server(
+                uri, get_info=NONE, connect_timeout=self._settings.timeout, tls=self._tls
+            )
             conn = Connection(
                 server,
                 user=user or None,
                 password=password or None,
                 authentication=SIMPLE if user else None,
-                receive_timeout=self._settings.timeout,
+                receive_timeout=max(1, math.ceil(self._settings.timeout)),  # ldap3 packs an int
                 raise_exceptions=False,
                 read_only=True,
                 auto_referrals=False,
@@ -180,7 +182,9 @@ class LdapSource:
 
         def job(conn: Connection) -> bool:
             conn.user = dn
-            conn.password = password
+            # Bytes skip ldap3's SASLprep, which rejects control characters and rewrites some
+            # spaces: slapd and the backends compare the raw octets, so we must send those.
+            conn.password = password.encode("utf-8")
             conn.authentication = SIMPLE
             ok = conn.bind()
             if ok:

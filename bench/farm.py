@@ -1,0 +1,341 @@
+"""A real, local mail farm for tests, the demo and the load tester: slapd + two Dovecots.
+
+Everything runs on loopback from one temporary directory: OpenLDAP on 127.0.0.1 and two
+Dovecot backends, ``mail1`` on 127.0.0.2 and ``mail2`` on 127.0.0.3, with the same port numbers
+on both so a user's ``mailHost`` alone says where to connect. No mocks: the proxy under test
+talks to the same daemons, with the same quirks, as in production.
+
+Privileges: the farm must be started as root. slapd binds its sockets then runs as
+``openldap``; the Dovecot masters stay root and run logins as ``dovenull``, internal services
+as ``dovecot`` and mail access as ``mail`` (see :mod:`bench.farm_dovecot`). Nothing under
+/etc or /var is touched, and no system service is started.
+
+Set ``MAILFARM_KEEP=1`` to keep the working directory (configs, logs, mail) after ``stop()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import signal
+import smtplib
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+
+from bench.farm_dovecot import DovecotBackend, DovecotPorts, LdapSettings
+from bench.farm_ldap import Slapd, binary, ssha, tree_entries
+from bench.farm_proc import StartError, free_ports, stop_processes
+from bench.pki import Pki, make_pki
+
+BASE_DN = "dc=mailfarm,dc=test"
+BACKEND_HOSTS = {"mail1": "127.0.0.2", "mail2": "127.0.0.3"}
+QUOTE_PASSWORD = 'p"a\\ss w0rd'
+_START_ATTEMPTS = 3  # a port can be taken between choosing it and the daemon binding it
+
+
+def uid_for(address: str) -> str:
+    """The farm's uid scheme: ``alice@example.co.uk`` -> ``alice_example_co_uk``."""
+    return address.lower().replace(".", "_").replace("@", "_")
+
+
+@dataclass(frozen=True)
+class FarmUser:
+    address: str
+    uid: str
+    password: str
+    backend: str  # "mail1" / "mail2"
+
+    @property
+    def domain(self) -> str:
+        return self.address.rsplit("@", 1)[1]
+
+    @property
+    def dn(self) -> str:
+        return f"uid={self.uid},ou=users,dc={self.domain},ou=domains,{BASE_DN}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    host: str
+    imap_port: int
+    imaps_port: int
+    pop3_port: int
+    pop3s_port: int
+    lmtp_port: int
+
+
+def _user(address: str, password: str, backend: str) -> FarmUser:
+    return FarmUser(address=address, uid=uid_for(address), password=password, backend=backend)
+
+
+def default_users() -> list[FarmUser]:
+    """The named users tests rely on; kept in one place so the demo prints the same list."""
+    return [
+        _user("alice@example.co.uk", "alice-pw", "mail1"),
+        _user("bob@example.co.uk", "bob-pw", "mail2"),
+        _user("carol@example.com", "carol-pw", "mail1"),
+        _user("dave@example.com", "dave-pw", "mail2"),
+        _user("jo_anne@under_score.org", "jo-anne-pw", "mail1"),
+        _user("quote@example.com", QUOTE_PASSWORD, "mail2"),
+    ]
+
+
+def bulk_user(i: int) -> FarmUser:
+    """Bulk user ``i`` for load tests: ``u{i}@d{i%10}.test``, password ``pw{i}``."""
+    return _user(f"u{i}@d{i % 10}.test", f"pw{i}", "mail1" if i % 2 == 0 else "mail2")
+
+
+class Farm:
+    """Start with ``with Farm() as farm:``; every attribute is valid once ``start()`` returns."""
+
+    base_dn = BASE_DN
+    admin_dn = f"cn=admin,{BASE_DN}"
+    admin_password = "farm-admin-pw"
+    service_dn = f"cn=mailfarm,ou=services,{BASE_DN}"
+    service_password = "farm-service-pw"
+    master_user = "admin"
+    master_password = "farm-master-pw"
+    master_separator = "*"
+    pki: Pki  # set by start()
+
+    def __init__(self, workdir: Path | None = None, bulk_users: int = 0) -> None:
+        self._own_workdir = workdir is None
+        # With no workdir, start() makes a fresh temp dir (and stop() removes it), so a Farm
+        # that is built but never started leaves nothing behind.
+        self.workdir = Path(workdir) if workdir is not None else Path()
+        self.bulk_users = bulk_users
+        self.users: list[FarmUser] = default_users()
+        self.backends: dict[str, Backend] = {}
+        self.ldap_uri = ""
+        self.ldapi_uri = ""
+        self._slapd: Slapd | None = None
+        self._dovecots: dict[str, DovecotBackend] = {}
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Farm:
+        """Start slapd and both backends; return only when all of them answer."""
+        if self._started:
+            return self
+        if os.geteuid() != 0:
+            raise PermissionError("the farm must start as root (daemons drop privileges)")
+        for name in ("slapd", "slapadd", "ldapmodify", "dovecot", "openssl"):
+            binary(name)
+        if self._own_workdir:
+            self.workdir = Path(tempfile.mkdtemp(prefix="mailfarm-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)  # slapd (openldap) and mail processes must traverse it
+        atexit.register(self.stop)
+        self._started = True
+        try:
+            self.pki = make_pki(
+                self.workdir / "pki",
+                [
+                    "mailfarm.test",
+                    "mail1.mailfarm.test",
+                    "mail2.mailfarm.test",
+                    "ldap.mailfarm.test",
+                ],
+            )
+            self._start_with_retries()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_with_retries(self) -> None:
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start_daemons()
+                return
+            except StartError as exc:
+                self._stop_daemons()
+                if not exc.address_in_use or attempt == _START_ATTEMPTS:
+                    raise
+
+    def _start_daemons(self) -> None:
+        ldap_port, *ports = free_ports(6)
+        ldap_dir = self.workdir / "ldap"
+        shutil.rmtree(ldap_dir, ignore_errors=True)
+        ldap_dir.mkdir()
+        slapd = Slapd(ldap_dir, ldap_port, BASE_DN, self.admin_dn, self.admin_password)
+        slapd.load(
+            tree_entries(
+                BASE_DN,
+                self.service_dn,
+                self.service_password,
+                ((user, BACKEND_HOSTS[user.backend]) for user in self._all_users()),
+            )
+        )
+        self._slapd = slapd
+        self.ldap_uri, self.ldapi_uri = slapd.uri, slapd.ldapi_uri
+        slapd.spawn()  # the three daemons boot in parallel; then wait for each
+        dports = DovecotPorts(*ports)
+        settings = LdapSettings(slapd.uri, BASE_DN, self.service_dn, self.service_password)
+        for name, host in BACKEND_HOSTS.items():
+            dovecot = DovecotBackend(name, host, self.workdir / name, dports, self.pki)
+            dovecot.configure(settings, self.master_user, self.master_password)
+            self._dovecots[name] = dovecot
+            self.backends[name] = Backend(name, host, *ports)
+            dovecot.spawn()
+        slapd.wait()
+        for dovecot in self._dovecots.values():
+            dovecot.wait()
+
+    def _all_users(self) -> list[FarmUser]:
+        return self.users + [bulk_user(i) for i in range(self.bulk_users)]
+
+    def _stop_daemons(self) -> None:
+        stop_processes(dovecot.detach() for dovecot in self._dovecots.values())
+        if self._slapd is not None:
+            self._slapd.stop()
+
+    def stop(self) -> None:
+        """Stop every daemon (idempotent); remove the workdir if the farm created it."""
+        self._stop_daemons()
+        if self._started and self._own_workdir and not os.environ.get("MAILFARM_KEEP"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._started = False
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> Farm:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- lookups --------------------------------------------------------------------------
+
+    def user(self, address_or_uid: str) -> FarmUser:
+        """Find a named or bulk user by address or uid (case-insensitive); KeyError if none."""
+        key = address_or_uid.lower()
+        for user in self.users:
+            if key in (user.address.lower(), user.uid):
+                return user
+        if key.startswith("u") and (key.endswith(".test") or key.endswith("_test")):
+            number = key[1:].split("@", 1)[0].split("_", 1)[0]
+            if number.isdigit() and int(number) < self.bulk_users:
+                candidate = bulk_user(int(number))
+                if key in (candidate.address, candidate.uid):
+                    return candidate
+        raise KeyError(address_or_uid)
+
+    def backend_of(self, user: FarmUser) -> Backend:
+        return self.backends[user.backend]
+
+    def log_file(self, name: str) -> Path:
+        """The log of ``"ldap"``, ``"mail1"`` or ``"mail2"``, e.g. to check a forwarded rip."""
+        if name == "ldap":
+            assert self._slapd is not None, "farm not started"
+            return self._slapd.log
+        return self._dovecots[name].log
+
+    # -- failure injection ----------------------------------------------------------------
+
+    def stop_ldap(self) -> None:
+        assert self._slapd is not None, "farm not started"
+        self._slapd.stop()
+
+    def start_ldap(self) -> None:
+        """Restart slapd on the same port and data; returns once it answers binds."""
+        assert self._slapd is not None, "farm not started"
+        self._slapd.start()
+
+    def stop_backend(self, name: str) -> None:
+        self._dovecots[name].stop()
+
+    def start_backend(self, name: str) -> None:
+        self._dovecots[name].start()
+
+    # -- data -----------------------------------------------------------------------------
+
+    def deliver(self, rcpt: str, message: bytes, backend: str | None = None) -> None:
+        """Deliver over LMTP to the rcpt's backend (or ``backend``); raise if refused.
+
+        ``rcpt`` may be an address or a uid; an rcpt that is no farm user goes to ``mail1``
+        unless ``backend`` says otherwise, so tests can watch Dovecot refuse it.
+        """
+        if backend is None:
+            try:
+                backend = self.user(rcpt).backend
+            except KeyError:
+                backend = "mail1"
+        target = self.backends[backend]
+        body = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        with smtplib.LMTP(target.host, target.lmtp_port, timeout=10) as lmtp:
+            lmtp.sendmail("farm@mailfarm.test", [rcpt], body)
+
+    def ldap_modify(self, dn: str, changes: dict[str, list[str] | None]) -> None:
+        """Replace (list) or delete (``None``) attributes of ``dn`` as the rootdn."""
+        assert self._slapd is not None, "farm not started"
+        self._slapd.modify(dn, changes)
+
+    def set_password(self, user: FarmUser | str, password: str) -> FarmUser:
+        """Change a user's LDAP password (SSHA); ``users``/``user()`` then report the new one.
+
+        ``user`` is a FarmUser or an address/uid. Tests should restore the old password in a
+        ``finally``: the farm is shared by the whole session.
+        """
+        current = self.user(user.uid if isinstance(user, FarmUser) else user)
+        self.ldap_modify(current.dn, {"userPassword": [ssha(password)]})
+        updated = replace(current, password=password)
+        self.users = [updated if u == current else u for u in self.users]
+        return updated
+
+
+def _describe(farm: Farm) -> str:
+    lines = [
+        f"workdir   {farm.workdir}",
+        f"ldap      {farm.ldap_uri}   {farm.ldapi_uri}",
+        f"base dn   {farm.base_dn}",
+        f"admin     {farm.admin_dn}  password {farm.admin_password}",
+        f"service   {farm.service_dn}  password {farm.service_password}",
+        f"master    <user>{farm.master_separator}{farm.master_user}"
+        f"  password {farm.master_password}",
+        f"CA cert   {farm.pki.ca_cert}",
+    ]
+    for b in farm.backends.values():
+        lines.append(
+            f"{b.name}     {b.host}  imap {b.imap_port}  imaps {b.imaps_port}"
+            f"  pop3 {b.pop3_port}  pop3s {b.pop3s_port}  lmtp {b.lmtp_port}"
+        )
+    lines.append("users:")
+    for u in farm.users:
+        lines.append(f"  {u.address:28} uid {u.uid:28} {u.backend}  password: {u.password}")
+    if farm.bulk_users:
+        lines.append(f"  + {farm.bulk_users} bulk users u<i>@d<i%10>.test, password pw<i>")
+    return "\n".join(lines)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the mailfarm test farm until Ctrl-C.")
+    parser.add_argument("--bulk-users", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the demo as cleanly as Ctrl-C
+    with Farm(args.workdir, bulk_users=args.bulk_users) as farm:
+        print(_describe(farm), flush=True)
+        print("farm running; Ctrl-C to stop", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

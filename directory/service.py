@@ -1,0 +1,135 @@
+"""The directory as the proxies see it: async lookups and authentication with a route cache.
+
+The user source (LDAP or LDIF) is synchronous and runs on a bounded thread pool, so the
+event loop never blocks on the directory. Concurrent lookups of one login share a single
+query (a burst of logins by one user after an outage costs one search, not hundreds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from directory.cache import RouteCache
+from directory.model import (
+    AuthOutcome,
+    AuthResult,
+    DirectoryUnavailable,
+    Route,
+    UserSource,
+)
+from directory.names import BadLogin, normalise_login
+from proxy.config import DirectorySettings
+
+log = logging.getLogger("mailfarm.directory")
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A lookup's answer: ``route`` is ``None`` for "no such user"."""
+
+    route: Route | None
+    from_cache: bool
+    stale: bool = False
+
+
+def open_source(settings: DirectorySettings) -> UserSource:
+    """The source named by ``uri``: an ``ldif:`` file or LDAP servers."""
+    first = settings.uri[0]
+    if first.startswith("ldif:"):
+        from pathlib import Path
+
+        from directory.ldif import LdifSource
+
+        return LdifSource(
+            Path(first[5:]),
+            settings.base,
+            settings.user_filter,
+            settings.host_attribute,
+            settings.port_attribute or None,
+            settings.disabled_attribute or None,
+        )
+    from directory.ldap import LdapSource
+
+    return LdapSource(settings)
+
+
+class Directory:
+    def __init__(self, settings: DirectorySettings, source: UserSource | None = None) -> None:
+        self.settings = settings
+        self.source = source if source is not None else open_source(settings)
+        self.cache = RouteCache(
+            settings.cache_ttl, settings.negative_ttl, settings.stale_ttl, settings.cache_size
+        )
+        # Two threads per pooled connection: searches and binds use separate pools.
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(2, settings.pool_size * 2), thread_name_prefix="directory"
+        )
+        self._inflight: dict[str, asyncio.Future[Route | None]] = {}
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def lookup(self, login: str) -> Lookup:
+        """Route for a login; raises DirectoryUnavailable only when no answer, not even a
+        stale one, can be given."""
+        try:
+            key = normalise_login(login)
+        except BadLogin:
+            return Lookup(None, from_cache=False)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return Lookup(cached.route, from_cache=True)
+        pending = self._inflight.get(key)
+        if pending is not None:
+            route = await asyncio.shield(pending)
+            return Lookup(route, from_cache=False)
+        future: asyncio.Future[Route | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            try:
+                route = await self._run(self.source.find, key)
+            except DirectoryUnavailable as exc:
+                stale = self.cache.get_stale(key)
+                future.set_exception(exc)
+                future.exception()  # retrieved: followers re-raise it themselves
+                if stale is not None:
+                    log.warning("directory unavailable, serving stale route for %s: %s", key, exc)
+                    return Lookup(stale, from_cache=True, stale=True)
+                raise
+            self.cache.put(key, route)
+            future.set_result(route)
+            return Lookup(route, from_cache=False)
+        finally:
+            del self._inflight[key]
+            if not future.done():  # cancelled or a bug: never leave followers waiting
+                future.set_exception(DirectoryUnavailable("lookup abandoned"))
+                future.exception()
+
+    async def authenticate(self, login: str, password: str) -> AuthResult:
+        """Check a login and password; the three failure kinds stay distinct."""
+        try:
+            found = await self.lookup(login)
+        except DirectoryUnavailable as exc:
+            log.warning("directory unavailable during lookup: %s", exc)
+            return AuthResult(AuthOutcome.UNAVAILABLE)
+        route = found.route
+        if route is None:
+            return AuthResult(AuthOutcome.NO_USER)
+        try:
+            ok = await self._run(self.source.bind, route.dn, password)
+        except DirectoryUnavailable as exc:
+            log.warning("directory unavailable during bind: %s", exc)
+            return AuthResult(AuthOutcome.UNAVAILABLE, route, found.from_cache)
+        outcome = AuthOutcome.OK if ok else AuthOutcome.BAD_PASSWORD
+        return AuthResult(outcome, route, found.from_cache)
+
+    def flush(self, name: str | None = None) -> int:
+        return self.cache.flush(name)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.source.close()

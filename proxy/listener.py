@@ -1,0 +1,94 @@
+"""Accepting clients: plaintext and implicit-TLS listeners, the server TLS context.
+
+Each accepted connection becomes a :class:`~proxy.stream.Conn` and one login-phase task;
+the task ends when the session is handed to the relay (or refused), so idle logged-in
+sessions hold no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+from collections.abc import Callable
+
+from proxy.config import Network, TlsSettings
+from proxy.session import ClientInfo, CoreEnv, Dialect, run_session
+from proxy.stream import Conn
+
+log = logging.getLogger("mailfarm.listener")
+
+
+def server_tls_context(tls: TlsSettings) -> ssl.SSLContext | None:
+    """The server context; reload it in place with :func:`reload_tls` on SIGHUP."""
+    if not tls.enabled:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    return ctx
+
+
+def reload_tls(ctx: ssl.SSLContext, tls: TlsSettings) -> None:
+    """Loading a chain into the live context affects every later handshake on every
+    listener that shares it, with no listener restart."""
+    ctx.load_cert_chain(str(tls.cert), str(tls.key))
+
+
+def is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in net for net in networks)
+
+
+class _Accepted(Conn):
+    __slots__ = ("_on_made",)
+
+    def __init__(self, on_made: Callable[[_Accepted], None]) -> None:
+        super().__init__()
+        self._on_made = on_made
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._on_made(self)
+
+
+def _addr(transport: asyncio.BaseTransport, key: str) -> tuple[str, int]:
+    value = transport.get_extra_info(key)
+    if isinstance(value, tuple) and len(value) >= 2:
+        return str(value[0]), int(value[1])
+    return "unknown", 0
+
+
+async def start_listener(
+    dialect: Dialect, env: CoreEnv, host: str, port: int, implicit_tls: bool
+) -> asyncio.Server:
+    loop = asyncio.get_running_loop()
+
+    def on_made(conn: _Accepted) -> None:
+        assert conn.transport is not None
+        ip, cport = _addr(conn.transport, "peername")
+        lip, lport = _addr(conn.transport, "sockname")
+        client = ClientInfo(ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
+        task = loop.create_task(run_session(conn, dialect, env, client, implicit_tls))
+        env.sessions.preauth.add(task)
+        task.add_done_callback(env.sessions.preauth.discard)
+
+    ssl_ctx = env.server_tls if implicit_tls else None
+    server = await loop.create_server(
+        lambda: _Accepted(on_made),
+        host or None,
+        port,
+        ssl=ssl_ctx,
+        reuse_address=True,
+        backlog=1024,
+        ssl_handshake_timeout=env.proxy.preauth_timeout if ssl_ctx else None,
+    )
+    names = ", ".join(str(s.getsockname()[:2]) for s in server.sockets)
+    log.info("%s listening on %s%s", dialect.name, names, " (implicit TLS)" if implicit_tls else "")
+    return server

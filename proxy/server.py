@@ -1,0 +1,130 @@
+"""Run every configured front end on uvloop; SIGTERM drains, SIGHUP reloads.
+
+SIGTERM (or SIGINT): stop accepting, let sessions end by themselves for ``shutdown_grace``
+seconds, then close the rest with the protocol's goodbye. SIGHUP: reload the TLS
+certificate and key, re-read an LDIF directory, flush the route cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from directory.service import Directory
+from proxy.actions import Failure
+from proxy.config import Settings
+from proxy.listener import reload_tls, server_tls_context, start_listener
+from proxy.session import CoreEnv, Dialect, Sessions
+
+log = logging.getLogger("mailfarm.server")
+
+
+def dialects(settings: Settings) -> list[Dialect]:
+    """The protocols this build knows, each bound to its section of the configuration."""
+    from proxy.imap.backend import imap_backend_login
+    from proxy.imap.dialogue import ImapDialogue, imap_bye
+
+    out = [Dialect("imap", settings.imap, ImapDialogue, imap_backend_login, imap_bye)]
+    try:
+        from proxy.pop3.protocol import pop3_dialect
+    except ImportError:
+        return out
+    out.append(pop3_dialect(settings.pop3))
+    return out
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.directory = Directory(settings.directory)
+        self.env = CoreEnv(
+            directory=self.directory,
+            proxy=settings.proxy,
+            server_tls=server_tls_context(settings.tls),
+            sessions=Sessions(),
+        )
+        self.servers: list[asyncio.Server] = []
+        self.stopping = asyncio.Event()
+        self._dialects = {d.name: d for d in dialects(settings)}
+
+    async def start(self) -> None:
+        for dialect in self._dialects.values():
+            s = dialect.settings
+            if s.proxy_protocol_listen:
+                raise RuntimeError(
+                    f"[{dialect.name}] proxy_protocol_listen: PROXY protocol is not supported"
+                    " by this version"
+                )
+            for host, port in s.listen:
+                self.servers.append(await start_listener(dialect, self.env, host, port, False))
+            for host, port in s.tls_listen:
+                self.servers.append(await start_listener(dialect, self.env, host, port, True))
+        if not self.servers:
+            log.warning("no listeners configured: nothing to serve")
+
+    def reload(self) -> None:
+        if self.env.server_tls is not None:
+            try:
+                reload_tls(self.env.server_tls, self.settings.tls)
+                log.info("TLS certificate reloaded")
+            except (OSError, ValueError) as exc:
+                log.error("TLS reload failed, keeping the old certificate: %s", exc)
+        reload = getattr(self.directory.source, "reload", None)
+        if reload is not None:
+            try:
+                reload()
+            except Exception as exc:
+                log.error("directory reload failed, keeping the old data: %s", exc)
+        count = self.directory.flush()
+        log.info("route cache flushed (%d entries)", count)
+
+    async def drain(self) -> None:
+        for s in self.servers:
+            s.close()
+        sessions = self.env.sessions
+        grace = self.settings.proxy.shutdown_grace
+        log.info("stopping: %d sessions, waiting up to %.0fs", len(sessions), grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while len(sessions) and loop.time() < deadline:  # noqa: ASYNC110 - a 0.1 s poll is fine at shutdown
+            await asyncio.sleep(0.1)
+        for relay in list(sessions.relays):
+            record = sessions.records.get(relay)
+            dialect = self._dialects.get(record.protocol) if record else None
+            relay.kick(dialect.bye(Failure.SHUTDOWN) if dialect else b"")
+        for task in list(sessions.preauth):
+            task.cancel()
+        await asyncio.sleep(0)
+        self.directory.close()
+
+    async def run(self) -> int:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        log.info("mailfarm ready")
+        await self.stopping.wait()
+        await self.drain()
+        return 0
+
+
+def serve(settings: Settings) -> int:
+    setup_logging(settings.proxy.log_level)
+    import uvloop
+
+    try:
+        return uvloop.run(Server(settings).run())
+    except (OSError, RuntimeError) as exc:
+        log.error("cannot serve: %s", exc)
+        return 3

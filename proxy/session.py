@@ -1,0 +1,285 @@
+"""The session core shared by every protocol: login dialogue → authenticate → route →
+backend login → relay, and one log line when the session ends.
+
+A protocol contributes only a :class:`Dialect`: its pure dialogue and its backend login.
+Failures are mapped to one :class:`~proxy.actions.Failure` each, here, and worded by the
+dialogue, so IMAP and POP3 cannot disagree about what "LDAP down" means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from directory.model import AuthOutcome
+from directory.service import Directory
+from proxy.actions import (
+    Action,
+    Authenticate,
+    BackendInfo,
+    Close,
+    Dialogue,
+    DialogueEnv,
+    Failure,
+    Send,
+    StartTls,
+)
+from proxy.backend import BackendError, BackendTarget, connect_backend
+from proxy.config import ProtocolSettings, ProxySettings
+from proxy.relay import Relay
+from proxy.sasl import Credentials
+from proxy.stream import Conn, ConnectionClosed
+
+log = logging.getLogger("mailfarm.session")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    ip: str
+    port: int
+    local_ip: str
+    local_port: int
+    trusted: bool
+
+
+BackendLogin = Callable[
+    [Conn, Credentials, ClientInfo, ProtocolSettings, BackendTarget], Awaitable[BackendInfo]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """Everything protocol-specific: how the login dialogue goes, how to log in upstream."""
+
+    name: str
+    settings: ProtocolSettings
+    new_dialogue: Callable[[DialogueEnv], Dialogue]
+    backend_login: BackendLogin
+    bye: Callable[[Failure], bytes]  # goodbye outside a command (timeout, shutdown)
+
+
+@dataclass
+class SessionRecord:
+    """The facts for the one log line a session leaves behind."""
+
+    protocol: str
+    client: ClientInfo
+    started: float = field(default_factory=time.monotonic)
+    login: str = "-"
+    uid: str = "-"
+    backend: str = "-"
+    outcome: str = "disconnected"
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def line(self) -> str:
+        took = time.monotonic() - self.started
+        return (
+            f"session proto={self.protocol} client={self.client.ip}:{self.client.port}"
+            f" login={_safe(self.login)} uid={self.uid} backend={self.backend}"
+            f" outcome={self.outcome} in={self.bytes_in} out={self.bytes_out}"
+            f" duration={took:.3f}s"
+        )
+
+
+def _safe(text: str) -> str:
+    """Logins come from the network: keep log lines one line and greppable."""
+    return "".join(ch if 0x20 < ord(ch) < 0x7F else "?" for ch in text[:128]) or "-"
+
+
+class Sessions:
+    """The live sessions of one process: for shutdown draining and admin kicks."""
+
+    def __init__(self) -> None:
+        self.relays: set[Relay] = set()
+        self.records: dict[Relay, SessionRecord] = {}
+        self.preauth: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self.relays) + len(self.preauth)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreEnv:
+    """Shared by all sessions of all protocols in one process."""
+
+    directory: Directory
+    proxy: ProxySettings
+    server_tls: ssl.SSLContext | None
+    sessions: Sessions
+
+
+async def run_session(
+    conn: Conn, dialect: Dialect, env: CoreEnv, client: ClientInfo, tls_active: bool
+) -> None:
+    """Drive one client from greeting to the relay's end; never raises."""
+    record = SessionRecord(dialect.name, client)
+    relay: Relay | None = None
+    try:
+        relay = await _login_phase(conn, dialect, env, client, tls_active, record)
+    except ConnectionClosed:
+        # Keep a failure already recorded (e.g. auth-failed); otherwise the client just left.
+        pass
+    except Exception:
+        log.exception("session error (%s from %s)", dialect.name, client.ip)
+        record.outcome = "internal-error"
+        conn.abort()
+    if relay is None:
+        record.bytes_in, record.bytes_out = conn.bytes_in, conn.bytes_out
+        conn.close()
+        log.info(record.line())
+        return
+    # The login task ends here: from now on the session is two transports and the relay,
+    # and its log line is written by the relay's completion callback.
+
+
+def _relay_done(env: CoreEnv, conn_in: int, conn_out: int) -> Callable[[Relay], None]:
+    def done(relay: Relay) -> None:
+        env.sessions.relays.discard(relay)
+        record = env.sessions.records.pop(relay, None)
+        if record is None:
+            return
+        record.outcome = f"ok:{relay.reason}"
+        record.bytes_in = conn_in + relay.bytes_up
+        record.bytes_out = conn_out + relay.bytes_down
+        log.info(record.line())
+
+    return done
+
+
+async def _login_phase(
+    conn: Conn,
+    dialect: Dialect,
+    env: CoreEnv,
+    client: ClientInfo,
+    tls_active: bool,
+    record: SessionRecord,
+) -> Relay | None:
+    proxy = env.proxy
+    dialogue = dialect.new_dialogue(
+        DialogueEnv(
+            tls_offered=env.server_tls is not None and not tls_active,
+            tls_active=tls_active,
+            plaintext_allowed=proxy.plaintext_auth or client.trusted,
+            max_line=proxy.max_line,
+            max_literal=proxy.max_literal,
+        )
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + proxy.preauth_timeout
+    conn.write(dialogue.greeting())
+    failures = 0
+    pending: deque[Action] = deque()
+    while True:
+        if not pending:
+            remaining = deadline - loop.time()
+            try:
+                async with asyncio.timeout(max(remaining, 0)):
+                    data = await conn.read()
+            except TimeoutError:
+                conn.write(dialect.bye(Failure.TIMEOUT))
+                record.outcome = "timeout"
+                return None
+            pending.extend(dialogue.receive(data))
+            continue
+        action = pending.popleft()
+        if isinstance(action, Send):
+            conn.write(action.data)
+            await conn.drain()
+        elif isinstance(action, Close):
+            record.outcome = "logout"
+            return None
+        elif isinstance(action, StartTls):
+            assert env.server_tls is not None
+            await conn.start_tls(env.server_tls, server_side=True)
+            dialogue.tls_started()
+        elif isinstance(action, Authenticate):
+            creds = action.credentials
+            record.login = creds.authcid
+            result = await _authenticate_and_connect(dialect, env, client, creds, record)
+            if not isinstance(result, Failure):
+                backend, info = result
+                return _start_relay(conn, dialogue, backend, info, env, record)
+            failure = result
+            record.outcome = failure.value
+            if failure is Failure.AUTH_FAILED:
+                failures += 1
+                await asyncio.sleep(proxy.auth_failure_delay)
+            conn.write(dialogue.failed(failure))
+            if failures >= proxy.max_auth_failures:
+                conn.write(dialogue.failed(Failure.TOO_MANY_FAILURES))
+                record.outcome = Failure.TOO_MANY_FAILURES.value
+                return None
+            pending.extend(dialogue.resume())
+
+
+async def _authenticate_and_connect(
+    dialect: Dialect,
+    env: CoreEnv,
+    client: ClientInfo,
+    creds: Credentials,
+    record: SessionRecord,
+) -> tuple[Conn, BackendInfo] | Failure:
+    if creds.authzid and creds.authzid != creds.authcid:
+        return Failure.AUTH_FAILED  # proxy authorization (acting as another user) is not offered
+    result = await env.directory.authenticate(creds.authcid, creds.password)
+    if result.outcome is AuthOutcome.UNAVAILABLE:
+        return Failure.UNAVAILABLE
+    if result.outcome is not AuthOutcome.OK or result.route is None:
+        return Failure.AUTH_FAILED
+    route = result.route
+    record.uid = route.uid
+    if route.login_disabled:
+        return Failure.LOGIN_DISABLED
+    settings = dialect.settings
+    target = BackendTarget(route.host, route.port or settings.backend_port)
+    record.backend = f"{target.host}:{target.port}"
+    try:
+        backend = await connect_backend(target, settings)
+        try:
+            info = await asyncio.wait_for(
+                dialect.backend_login(backend, creds, client, settings, target),
+                settings.backend_timeout,
+            )
+        except BaseException:
+            backend.abort()
+            raise
+    except (BackendError, ConnectionClosed, OSError, TimeoutError, ssl.SSLError) as exc:
+        log.warning(
+            "backend %s for %s unavailable: %s",
+            record.backend,
+            route.uid,
+            exc or type(exc).__name__,
+        )
+        return Failure.BACKEND_UNAVAILABLE
+    return backend, info
+
+
+def _start_relay(
+    conn: Conn,
+    dialogue: Dialogue,
+    backend: Conn,
+    info: BackendInfo,
+    env: CoreEnv,
+    record: SessionRecord,
+) -> Relay:
+    """Hand both transports to the relay; no await here, so no byte can slip between owners.
+
+    Order matters: the client gets its success reply, then whatever the backend sent after
+    its own login; the backend gets the commands the client pipelined after its login.
+    """
+    conn.write(dialogue.succeeded(info))
+    client_transport, client_rest = conn.detach()
+    backend_transport, backend_rest = backend.detach()
+    pending = dialogue.take_pending() + client_rest
+    on_done = _relay_done(env, conn.bytes_in - len(pending), conn.bytes_out)
+    relay = Relay(client_transport, backend_transport, env.proxy.idle_timeout, on_done)
+    env.sessions.relays.add(relay)
+    env.sessions.records[relay] = record
+    relay.start(to_backend=pending, to_client=backend_rest)
+    return relay

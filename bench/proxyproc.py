@@ -128,6 +128,15 @@ class MailfarmProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
         )
+        try:
+            self._wait_listening(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_listening(self, timeout: float) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         for port in self._listen_ports():
             while True:
@@ -142,7 +151,6 @@ class MailfarmProcess:
                             f"mailfarm not listening: {self.log_text()[-2000:]}"
                         ) from None
                     time.sleep(0.05)
-        return self
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

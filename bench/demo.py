@@ -1,0 +1,93 @@
+"""``make demo``: the local farm with mailfarm in front, ready for a real mail client.
+
+Starts slapd and two Dovecot backends on loopback, then ``mailfarm serve`` in front of them,
+prints where to point a client and who can log in, and runs until Ctrl-C. ``--check`` logs
+in once through the proxy as every demo user and exits (used by the test suite, so the
+README's first command is known to work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import imaplib
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.farm import Farm
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config
+
+
+def describe(farm: Farm, ports: ProxyPorts, proc: MailfarmProcess) -> str:
+    lines = [
+        "mailfarm demo is running. Point a mail client at:",
+        f"  IMAP   127.0.0.1:{ports.imap} (STARTTLS)   IMAPS 127.0.0.1:{ports.imaps}",
+    ]
+    if "pop3" in proc.sections:
+        lines.append(f"  POP3   127.0.0.1:{ports.pop3} (STLS)       POP3S 127.0.0.1:{ports.pop3s}")
+    lines += [
+        f"  TLS CA certificate: {farm.pki.ca_cert}",
+        "  Plaintext logins are allowed from 127.0.0.0/8 (a trusted network).",
+        "",
+        "Users (log in with the address or the uid):",
+    ]
+    for user in farm.users:
+        backend = farm.backends[user.backend]
+        lines.append(
+            f"  {user.address:28} {user.uid:28} password {user.password!r:16}"
+            f" on {user.backend} ({backend.host})"
+        )
+    lines += [
+        "",
+        f"Config: {proc.config}   Log: {proc.log_path}",
+        f"Try:    curl -u alice@example.co.uk:{farm.user('alice@example.co.uk').password}"
+        f" imap://127.0.0.1:{ports.imap}/INBOX",
+        "Ctrl-C stops everything.",
+    ]
+    return "\n".join(lines)
+
+
+def check(farm: Farm, ports: ProxyPorts) -> int:
+    for user in farm.users:
+        client = imaplib.IMAP4("127.0.0.1", ports.imap, timeout=15)
+        client.login(user.address, user.password)
+        typ, _ = client.select("INBOX")
+        client.logout()
+        if typ != "OK":
+            print(f"demo check FAILED for {user.address}", file=sys.stderr)
+            return 1
+        print(f"demo check: {user.address} logged in through mailfarm to {user.backend}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="log in once per user and exit")
+    args = parser.parse_args(argv)
+    with Farm() as farm, tempfile.TemporaryDirectory(prefix="mailfarm-demo-") as tmp:
+        ports = ProxyPorts()
+        proc = MailfarmProcess(Path(tmp), farm_config(farm, ports), "demo").start()
+        try:
+            if args.check:
+                return check(farm, ports)
+            print(describe(farm, ports, proc), flush=True)
+            try:
+                while True:
+                    signal.pause()
+            except KeyboardInterrupt:
+                # A second Ctrl-C must not cut the clean-up short and leave daemons behind.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                return 0
+        finally:
+            proc.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
+    sys.exit(main())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import sys
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("login", help="uid (alice_example_co_uk) or address (alice@example.co.uk)")
     p.add_argument("--json", action="store_true", help="print as JSON")
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub, _add_config)
     return parser
 
 
@@ -119,12 +122,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 COMMANDS = {"serve": cmd_serve, "check-config": cmd_check_config, "lookup": cmd_lookup}
 
+# Each module adds its own subcommands: ``register(subparsers, add_config)`` creates them and
+# sets ``func`` (args -> exit status) with ``set_defaults``. Errors it raises map as below.
+COMMAND_MODULES: list[str] = []
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        func = getattr(args, "func", None) or COMMANDS[args.command]
+        return int(func(args))
     except ConfigError as exc:
         print(f"mailfarm: {exc}", file=sys.stderr)
         return EXIT_CONFIG

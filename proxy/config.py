@@ -62,8 +62,28 @@ DIRECTORY_KEYS = {
     "pool_size": Key("int", 4),
 }
 
+def _check_workers(value: object) -> int | str:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value  # type: ignore[return-value]
+    raise ValueError(f'must be a whole number of processes (1 or more) or "auto", not {value!r}')
+
+
+def _check_hostport(value: str) -> str:
+    from proxy.configschema import parse_listen
+
+    host, _ = parse_listen(value)
+    if not host:
+        raise ValueError(f"{value!r} needs a host")
+    return value
+
+
 PROXY_KEYS = {
+    "workers": Key("any", 1, _check_workers),
     "trusted_networks": Key("networks", ()),
+    "haproxy_trusted_networks": Key("networks", ()),
+    "max_connections": Key("int", 20000),
+    "max_connections_per_ip": Key("int", 200),
+    "auth_cache_ttl": Key("float", 0.0),
     "plaintext_auth": Key("bool", False),
     "auth_failure_delay": Key("float", 2.0),
     "max_auth_failures": Key("int", 3),
@@ -76,6 +96,51 @@ PROXY_KEYS = {
 }
 
 TLS_KEYS = {"cert": Key("path", None), "key": Key("path", None)}
+
+LOOKUP_KEYS = {
+    "listen": Key("listen", ()),
+    "tcp_listen": Key("listen", ()),
+    "transport": Key("str", "lmtp:inet:{host}:24"),
+    "recipient_delimiter": Key("str", "+"),
+}
+
+LMTP_KEYS = {
+    "listen": Key("listen", ()),
+    "backend_port": Key("int", 24, port_number),
+    "backend_timeout": Key("float", 30.0, positive),
+    "hostname": Key("str", ""),
+}
+
+SUBMISSION_KEYS = {
+    "listen": Key("listen", ()),
+    "tls_listen": Key("listen", ()),
+    "relay": Key("str", "", lambda v: _check_hostport(v) if v else v),
+    "relay_timeout": Key("float", 60.0, positive),
+    "max_message_size": Key("int", 50 * 1024 * 1024),
+    "hostname": Key("str", ""),
+}
+
+ADMIN_KEYS = {
+    "listen": Key("listen", ()),
+    "token": Key("secret", "", secret=True),
+    "token_file": Key("path", None),
+}
+
+PROVISION_KEYS = {
+    "bind_dn": Key("str", ""),
+    "bind_password": Key("secret", "", secret=True),
+    "bind_password_file": Key("path", None),
+    "hosts": Key("strlist", ()),
+    "backend_imap_port": Key("int", 143, port_number),
+    "master_user": Key("str", ""),
+    "master_password": Key("secret", "", secret=True),
+    "master_password_file": Key("path", None),
+    "master_separator": Key("str", "*"),
+    "default_ns": Key("strlist", ()),
+    "default_mx": Key("strlist", ()),
+    "password_scheme": Key("str", "{SSHA512}"),
+    "admin_urls": Key("strlist", ()),
+}
 
 
 def _protocol_keys(backend_port: int) -> dict[str, Key]:
@@ -113,7 +178,12 @@ class DirectorySettings:
 
 @dataclass(frozen=True, slots=True)
 class ProxySettings:
+    workers: int | str
     trusted_networks: tuple[Network, ...]
+    haproxy_trusted_networks: tuple[Network, ...]
+    max_connections: int
+    max_connections_per_ip: int
+    auth_cache_ttl: float
     plaintext_auth: bool
     auth_failure_delay: float
     max_auth_failures: int
@@ -153,6 +223,56 @@ class ProtocolSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LookupSettings:
+    listen: Listen
+    tcp_listen: Listen
+    transport: str
+    recipient_delimiter: str
+
+
+@dataclass(frozen=True, slots=True)
+class LmtpSettings:
+    listen: Listen
+    backend_port: int
+    backend_timeout: float
+    hostname: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionSettings:
+    listen: Listen
+    tls_listen: Listen
+    relay: str
+    relay_timeout: float
+    max_message_size: int
+    hostname: str
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    listen: Listen
+    token: str
+    token_file: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionSettings:
+    bind_dn: str
+    bind_password: str
+    bind_password_file: Path | None
+    hosts: tuple[str, ...]
+    backend_imap_port: int
+    master_user: str
+    master_password: str
+    master_password_file: Path | None
+    master_separator: str
+    default_ns: tuple[str, ...]
+    default_mx: tuple[str, ...]
+    password_scheme: str
+    admin_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     path: Path
     directory: DirectorySettings
@@ -160,6 +280,11 @@ class Settings:
     tls: TlsSettings
     imap: ProtocolSettings
     pop3: ProtocolSettings
+    lookup: LookupSettings
+    lmtp: LmtpSettings
+    submission: SubmissionSettings
+    admin: AdminSettings
+    provision: ProvisionSettings
 
 
 SECTIONS: dict[str, dict[str, Key]] = {
@@ -168,7 +293,23 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "tls": TLS_KEYS,
     "imap": _protocol_keys(143),
     "pop3": _protocol_keys(110),
+    "lookup": LOOKUP_KEYS,
+    "lmtp": LMTP_KEYS,
+    "submission": SUBMISSION_KEYS,
+    "admin": ADMIN_KEYS,
+    "provision": PROVISION_KEYS,
 }
+
+
+def _secret(path: Path, section: str, values: dict[str, Any], key: str) -> dict[str, Any]:
+    """Resolve ``key`` / ``key_file`` (one, not both) into ``key``."""
+    file_key = f"{key}_file"
+    if values[key] and values[file_key]:
+        raise ConfigError(path, section, file_key, f"give {key} or {file_key}, not both")
+    if values[file_key] is not None:
+        text = values[file_key].read_text(encoding="utf-8")
+        values = {**values, key: text.rstrip("\r\n")}
+    return values
 
 
 def _directory(path: Path, values: dict[str, Any]) -> DirectorySettings:
@@ -222,6 +363,13 @@ def load_config(path: str | Path) -> Settings:
     for name, proto in protocols.items():
         if proto.tls_listen and not tls.enabled:
             raise ConfigError(path, name, "tls_listen", "needs [tls] cert and key")
+    submission = SubmissionSettings(**tables["submission"])
+    if (submission.listen or submission.tls_listen) and not submission.relay:
+        raise ConfigError(path, "submission", "relay", "is required when submission listens")
+    if submission.tls_listen and not tls.enabled:
+        raise ConfigError(path, "submission", "tls_listen", "needs [tls] cert and key")
+    provision = _secret(path, "provision", tables["provision"], "bind_password")
+    provision = _secret(path, "provision", provision, "master_password")
     return Settings(
         path=path,
         directory=_directory(path, tables["directory"]),
@@ -229,6 +377,11 @@ def load_config(path: str | Path) -> Settings:
         tls=tls,
         imap=protocols["imap"],
         pop3=protocols["pop3"],
+        lookup=LookupSettings(**tables["lookup"]),
+        lmtp=LmtpSettings(**tables["lmtp"]),
+        submission=submission,
+        admin=AdminSettings(**_secret(path, "admin", tables["admin"], "token")),
+        provision=ProvisionSettings(**provision),
     )
 
 

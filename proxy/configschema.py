@@ -60,6 +60,8 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def _convert(kind: str, value: Any) -> Any:
+    if kind == "any":
+        return value
     if kind in ("str", "secret"):
         _expect(isinstance(value, str), f"must be a string, not {type(value).__name__}")
         return value

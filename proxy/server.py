@@ -8,6 +8,7 @@ certificate and key, re-read an LDIF directory, flush the route cache.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -35,6 +36,12 @@ def dialects(settings: Settings) -> list[Dialect]:
     return out
 
 
+# Services other than the login proxies. Each module has
+# ``async def start(settings: Settings, env: CoreEnv) -> list[asyncio.AbstractServer]``
+# returning its listening servers (none when its section configures no listener).
+SERVICES = ("proxy.smtp.lookup", "proxy.smtp.lmtp", "proxy.smtp.submission", "proxy.admin")
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
@@ -53,7 +60,7 @@ class Server:
             server_tls=server_tls_context(settings.tls),
             sessions=Sessions(),
         )
-        self.servers: list[asyncio.Server] = []
+        self.servers: list[asyncio.AbstractServer] = []
         self.stopping = asyncio.Event()
         self._dialects = {d.name: d for d in dialects(settings)}
 
@@ -69,6 +76,14 @@ class Server:
                 self.servers.append(await start_listener(dialect, self.env, host, port, False))
             for host, port in s.tls_listen:
                 self.servers.append(await start_listener(dialect, self.env, host, port, True))
+        for name in SERVICES:
+            try:
+                module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name:
+                    raise
+                continue  # not part of this build yet
+            self.servers.extend(await module.start(self.settings, self.env))
         if not self.servers:
             log.warning("no listeners configured: nothing to serve")
 

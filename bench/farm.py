@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -34,6 +35,7 @@ from bench.pki import Pki, make_pki
 BASE_DN = "dc=mailfarm,dc=test"
 BACKEND_HOSTS = {"mail1": "127.0.0.2", "mail2": "127.0.0.3"}
 QUOTE_PASSWORD = 'p"a\\ss w0rd'
+_BULK_LOGIN = re.compile(r"u(?P<i>\d+)[@_]d\d[._]test")
 _START_ATTEMPTS = 3  # a port can be taken between choosing it and the daemon binding it
 
 
@@ -223,12 +225,11 @@ class Farm:
         for user in self.users:
             if key in (user.address.lower(), user.uid):
                 return user
-        if key.startswith("u") and (key.endswith(".test") or key.endswith("_test")):
-            number = key[1:].split("@", 1)[0].split("_", 1)[0]
-            if number.isdigit() and int(number) < self.bulk_users:
-                candidate = bulk_user(int(number))
-                if key in (candidate.address, candidate.uid):
-                    return candidate
+        bulk = _BULK_LOGIN.fullmatch(key)
+        if bulk and int(bulk["i"]) < self.bulk_users:
+            candidate = bulk_user(int(bulk["i"]))
+            if key in (candidate.address, candidate.uid):
+                return candidate
         raise KeyError(address_or_uid)
 
     def backend_of(self, user: FarmUser) -> Backend:

@@ -9,7 +9,10 @@ That static owner is why ``first_valid_uid``/``first_valid_gid`` are lowered to 
 Choices that tests depend on, and why:
 
 * ``auth_cache_size = 0`` and ``auth_failure_delay = 0``: tests change passwords and stop
-  LDAP mid-session, and a wrong password must fail at once rather than after 2 s.
+  LDAP mid-session, and a wrong password must fail in well under the default 2 s (Dovecot
+  still flushes failures on a 0.5 s timer, so a refused login takes up to half a second).
+* No anvil auth penalty (its socket is disabled): every test and the proxy log in from
+  loopback, and one wrong password would otherwise delay every later login by 2-15 s.
 * ``login_trusted_networks = 127.0.0.0/8``: the proxy may forward the client's address
   (IMAP ``ID x-originating-ip``, POP3 ``XCLIENT``); Dovecot ignores both from untrusted peers.
 * Both backends accept every user in the directory (the filters do not look at

@@ -1,22 +1,25 @@
 """Process and port plumbing shared by the farm's LDAP and Dovecot halves.
 
 Each daemon runs in the foreground in its own process group, so one ``killpg`` reaches the
-Dovecot master and every child it forked, even when the master itself is wedged. When the
-farm is started from the main thread the daemons also get ``PR_SET_PDEATHSIG``: if the test
-process is killed outright, the Dovecot master (which keeps root) is told to shut down instead
-of lingering with ports bound. slapd drops to ``openldap``, which clears that signal, so it
-relies on :func:`stop_process` and the farm's ``atexit`` hook like everything else.
+Dovecot master and every child it forked, even when the master itself is wedged.
+
+Being in their own groups, the daemons are out of reach of whatever kills the test run (a
+CI ``timeout`` sends SIGTERM, which skips ``atexit``; a SIGKILL skips everything). So every
+daemon's group is also registered with a reaper: a tiny Python child that holds the read end
+of a pipe and, when the pipe closes because this process is gone, kills whatever groups are
+still registered. ``PR_SET_PDEATHSIG`` cannot do that job: slapd's switch to ``openldap``
+clears it, and it fires when the forking *thread* exits, not the process.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import random
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -28,7 +31,22 @@ FARM_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 # Below the kernel's ephemeral range (32768+), so an outgoing connection's local port can
 # never steal a daemon's port while that daemon is being restarted by a test.
 _PORT_RANGE = (20000, 32000)
-_PR_SET_PDEATHSIG = 1
+
+_REAPER = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+groups = set()
+for line in sys.stdin:
+    (groups.add if line[0] == "+" else groups.discard)(int(line[1:]))
+for sig in (signal.SIGTERM, signal.SIGKILL):
+    for group in groups:
+        try:
+            os.killpg(group, sig)
+        except OSError:
+            pass
+    if groups and sig == signal.SIGTERM:
+        time.sleep(2)
+"""
 
 
 def _bindable(host: str, port: int) -> bool:
@@ -59,29 +77,52 @@ def free_ports(count: int, hosts: Sequence[str] = FARM_HOSTS) -> list[int]:
     return chosen
 
 
-def _set_pdeathsig() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+class _Reaper:
+    """The safety net for daemons whose owner dies without stopping them (see module doc)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[str] | None = None
+
+    def _send(self, line: str) -> None:
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-c", _REAPER],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                    start_new_session=True,
+                )
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(line + "\n")
+            self._proc.stdin.flush()
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"-{pgid}")
+
+
+_reaper = _Reaper()
 
 
 def spawn(argv: list[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a foreground daemon in its own process group, stdout/stderr appended to ``log``."""
-    preexec: Callable[[], None] | None = None
-    if threading.current_thread() is threading.main_thread():
-        # A PDEATHSIG fires when the *thread* that forked exits; only the main thread is
-        # guaranteed to outlive the farm.
-        preexec = _set_pdeathsig
     with log.open("ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
             process_group=0,
-            preexec_fn=preexec,
             close_fds=True,
         )
+    _reaper.watch(proc.pid)
+    return proc
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 2.0) -> None:
@@ -113,7 +154,8 @@ def stop_processes(procs: Iterable[subprocess.Popen[bytes] | None], grace: float
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:  # only a process stuck in the kernel gets here
-            pass
+            continue
+        _reaper.forget(proc.pid)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:

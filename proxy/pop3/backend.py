@@ -2,8 +2,9 @@
 
 AUTH PLAIN (RFC 5034) carries the credentials base64-encoded, so no byte of a password,
 not even CR or LF, can end the command early and become a second backend command; that is
-why it is preferred over USER/PASS. USER/PASS remains for credentials PLAIN cannot hold
-(over :data:`proxy.sasl.MAX_FIELD_OCTETS`), and then refuses any CR, LF or NUL.
+why it is preferred over USER/PASS. USER/PASS remains only for credentials PLAIN cannot
+hold (a NUL, or over :data:`proxy.sasl.MAX_FIELD_OCTETS`; the POP3 dialogue never lets such
+credentials through, but a login may come from elsewhere), and then refuses CR, LF or NUL.
 
 Round trips: our commands after the greeting are written together (XCLIENT and the login),
 as Dovecot reads pipelined commands in order; only STLS must wait for its answer.
@@ -11,6 +12,8 @@ as Dovecot reads pipelined commands in order; only STLS must wait for its answer
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
 
 from proxy.actions import BackendInfo
@@ -26,6 +29,8 @@ MAX_AUTH_LINE = 255
 # What may appear in XCLIENT ADDR (IPv4 or IPv6 text); anything else is not forwarded.
 _ADDRESS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 
+log = logging.getLogger("mailfarm.pop3")
+
 
 async def _ok(conn: Conn, what: str) -> bytes:
     """The next reply line, which must be +OK; the backend's words go into the error."""
@@ -35,11 +40,29 @@ async def _ok(conn: Conn, what: str) -> bytes:
     return line
 
 
-def _xclient(client: ClientInfo) -> bytes:
-    """Dovecot's XCLIENT, so its logs and per-IP limits see the real client."""
+def _xclient(client: ClientInfo, greeting: bytes, target: BackendTarget) -> bytes:
+    """Dovecot's XCLIENT, so its logs and per-IP limits see the real client.
+
+    Dovecot offers it in its greeting (``+OK [XCLIENT] ...``) only to login_trusted_networks,
+    and its own POP3 proxy sends it only then; so do we, rather than have every login
+    carry a command the backend will refuse.
+    """
+    if not greeting.startswith(b"+OK [XCLIENT]"):
+        _warn_no_xclient(target.host)
+        return b""
     if _ADDRESS.fullmatch(client.ip) is None:
         return b""
     return f"XCLIENT ADDR={client.ip} PORT={client.port}\r\n".encode("ascii")
+
+
+@functools.lru_cache(maxsize=256)
+def _warn_no_xclient(host: str) -> None:
+    """Once per backend: a misconfiguration, not something to log on every login."""
+    log.warning(
+        "forward_client_ip: backend %s does not offer XCLIENT (is the proxy in its"
+        " login_trusted_networks?); client addresses are not forwarded",
+        host,
+    )
 
 
 def _user_pass(creds: Credentials) -> bytes:
@@ -60,12 +83,12 @@ async def pop3_backend_login(
     settings: ProtocolSettings,
     target: BackendTarget,
 ) -> BackendInfo:
-    await _ok(conn, "unexpected greeting")
+    greeting = await _ok(conn, "unexpected greeting")
     if settings.backend_tls == "starttls":
         conn.write(b"STLS\r\n")
         await _ok(conn, "STLS refused")
         await start_backend_tls(conn, target, settings)  # POP3 sends no second greeting
-    first = _xclient(client) if settings.forward_client_ip else b""
+    first = _xclient(client, greeting, target) if settings.forward_client_ip else b""
     try:
         token: bytes | None = encode_plain(creds.authcid, creds.password)
     except SaslError:

@@ -38,7 +38,14 @@ from proxy.actions import (
     StartTls,
 )
 from proxy.pop3.parser import Command, LineReader, TooLong, parse_command
-from proxy.sasl import Challenge, Credentials, SaslCancelled, SaslError, SaslExchange
+from proxy.sasl import (
+    MAX_FIELD_OCTETS,
+    Challenge,
+    Credentials,
+    SaslCancelled,
+    SaslError,
+    SaslExchange,
+)
 
 GREETING = b"+OK mailfarm ready.\r\n"
 
@@ -79,8 +86,12 @@ def _err(text: bytes) -> list[Action]:
 
 
 def _text(raw: bytes) -> str | None:
-    """A USER or PASS argument as text; None if it cannot be a credential at all."""
-    if not raw or b"\x00" in raw:
+    """A USER or PASS argument as text; None if it cannot be a credential at all.
+
+    The bounds are those of AUTH PLAIN, so USER/PASS cannot carry what AUTH could not (and
+    what the backend login could only send as an over-long USER/PASS line).
+    """
+    if not raw or len(raw) > MAX_FIELD_OCTETS or b"\x00" in raw:
         return None
     try:
         return raw.decode("utf-8")

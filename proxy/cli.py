@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:
+            if not exc.name or not (name == exc.name or name.startswith(exc.name + ".")):
                 raise
             continue  # not part of this build yet
         module.register(sub, _add_config)

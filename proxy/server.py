@@ -80,7 +80,7 @@ class Server:
             try:
                 module = importlib.import_module(name)
             except ModuleNotFoundError as exc:
-                if exc.name != name:
+                if not exc.name or not (name == exc.name or name.startswith(exc.name + ".")):
                     raise
                 continue  # not part of this build yet
             self.servers.extend(await module.start(self.settings, self.env))

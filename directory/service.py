@@ -12,6 +12,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from directory.authcache import AuthCache
 from directory.cache import RouteCache
 from directory.model import (
     AuthOutcome,
@@ -57,8 +58,14 @@ def open_source(settings: DirectorySettings) -> UserSource:
 
 
 class Directory:
-    def __init__(self, settings: DirectorySettings, source: UserSource | None = None) -> None:
+    def __init__(
+        self,
+        settings: DirectorySettings,
+        source: UserSource | None = None,
+        auth_cache_ttl: float = 0.0,
+    ) -> None:
         self.settings = settings
+        self.auth_cache = AuthCache(auth_cache_ttl, settings.stale_ttl, settings.cache_size)
         self.source = source if source is not None else open_source(settings)
         self.cache = RouteCache(
             settings.cache_ttl, settings.negative_ttl, settings.stale_ttl, settings.cache_size
@@ -119,16 +126,25 @@ class Directory:
         route = found.route
         if route is None:
             return AuthResult(AuthOutcome.NO_USER)
+        if not password:
+            return AuthResult(AuthOutcome.BAD_PASSWORD, route, found.from_cache)
+        if self.auth_cache.check(route, password, stale_ok=found.stale):
+            return AuthResult(AuthOutcome.OK, route, from_cache=True)
         try:
             ok = await self._run(self.source.bind, route.dn, password)
         except DirectoryUnavailable as exc:
+            if self.auth_cache.check(route, password, stale_ok=True):
+                log.warning("directory unavailable, login of %s vouched by auth cache", route.uid)
+                return AuthResult(AuthOutcome.OK, route, from_cache=True)
             log.warning("directory unavailable during bind: %s", exc)
             return AuthResult(AuthOutcome.UNAVAILABLE, route, found.from_cache)
-        outcome = AuthOutcome.OK if ok else AuthOutcome.BAD_PASSWORD
-        return AuthResult(outcome, route, found.from_cache)
+        if ok:
+            self.auth_cache.remember(route, password)
+            return AuthResult(AuthOutcome.OK, route, found.from_cache)
+        return AuthResult(AuthOutcome.BAD_PASSWORD, route, found.from_cache)
 
     def flush(self, name: str | None = None) -> int:
-        return self.cache.flush(name)
+        return self.cache.flush(name) + self.auth_cache.flush(name)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

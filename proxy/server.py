@@ -53,7 +53,7 @@ def setup_logging(level: str) -> None:
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.directory = Directory(settings.directory)
+        self.directory = Directory(settings.directory, auth_cache_ttl=settings.proxy.auth_cache_ttl)
         self.env = CoreEnv(
             directory=self.directory,
             proxy=settings.proxy,

@@ -249,7 +249,7 @@ async def _authenticate_and_connect(
         except BaseException:
             backend.abort()
             raise
-    except (BackendError, ConnectionClosed, OSError, TimeoutError, ssl.SSLError) as exc:
+    except (BackendError, ConnectionClosed, OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
         log.warning(
             "backend %s for %s unavailable: %s",
             record.backend,

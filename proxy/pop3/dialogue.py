@@ -115,7 +115,7 @@ class Pop3Dialogue:
 
     def capabilities(self) -> list[bytes]:
         """RFC 2449 CAPA lines; USER and SASL only when they may be used (as Dovecot)."""
-        caps = []
+        caps: list[bytes] = []
         if self.auth_allowed:
             caps += [b"USER", b"SASL " + " ".join(SaslExchange.MECHANISMS).encode()]
         if self.env.tls_offered and not self.tls_active:
@@ -123,8 +123,9 @@ class Pop3Dialogue:
         return [*caps, b"PIPELINING", b"RESP-CODES", b"AUTH-RESP-CODE", b"IMPLEMENTATION mailfarm"]
 
     def greeting(self) -> bytes:
-        # No <timestamp>: APOP is not offered, since the proxy never sees a cleartext
-        # password it could check an APOP digest against.
+        # No <timestamp>, so no client tries APOP: checking a digest needs the cleartext
+        # password on our side, and the directory holds hashes (the backend login needs
+        # the password itself, too).
         return GREETING
 
     # input ----------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class Pop3Dialogue:
             return _err(b"Unknown command.")
         handler = getattr(self, "cmd_" + cmd.name, None)
         if handler is not None:
-            return handler(cmd)  # type: ignore[no-any-return]
+            return handler(cmd)
         if cmd.name in TRANSACTION_COMMANDS:
             return _err(b"Command not allowed before login.")
         return _err(b"Unknown command.")

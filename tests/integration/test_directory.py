@@ -196,3 +196,37 @@ def test_lookup_command_ldap_down(farm: Farm, tmp_path: Path) -> None:
     result = cli("lookup", "alice@example.co.uk", "-c", path)
     assert result.returncode == 3
     assert "directory unavailable" in result.stderr
+
+
+def test_auth_cache_skips_bind_and_survives_ldap_outage(farm: Farm, tmp_path: Path) -> None:
+    settings = load_config(config_file(tmp_path, farm, "ldap")).directory
+    d = Directory(settings, auth_cache_ttl=60)
+    alice = farm.user("alice@example.co.uk")
+    bob = farm.user("bob@example.co.uk")
+
+    async def go() -> None:
+        first = await d.authenticate(alice.address, alice.password)
+        assert first.ok and not first.from_cache
+        again = await d.authenticate(alice.uid, alice.password)
+        assert again.ok and again.from_cache  # no bind this time
+        assert (await d.lookup(bob.address)).route is not None  # route known, login not
+        farm.stop_ldap()
+        try:
+            cached = await d.authenticate(alice.address, alice.password)
+            assert cached.ok and cached.from_cache
+            # A wrong password is never answered from the cache: LDAP is down, so UNAVAILABLE.
+            wrong = await d.authenticate(alice.address, "wrong")
+            assert wrong.outcome is AuthOutcome.UNAVAILABLE
+            # A user whose password was never seen cannot be vouched for.
+            unseen = await d.authenticate(bob.address, bob.password)
+            assert unseen.outcome is AuthOutcome.UNAVAILABLE
+        finally:
+            farm.start_ldap()
+        assert d.flush(alice.uid) >= 1
+        after = await d.authenticate(alice.address, alice.password)
+        assert after.ok and not after.from_cache
+
+    try:
+        run(go())
+    finally:
+        d.close()

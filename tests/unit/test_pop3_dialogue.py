@@ -18,6 +18,7 @@ from proxy.actions import (
     Send,
     StartTls,
 )
+from proxy.config import ProtocolSettings
 from proxy.pop3.dialogue import FAILURE_REPLIES, Pop3Dialogue, State
 from proxy.pop3.protocol import pop3_bye, pop3_dialect
 from proxy.sasl import Credentials
@@ -392,8 +393,6 @@ def test_session_ending_failures(failure: Failure) -> None:
 
 
 def test_dialect() -> None:
-    from proxy.config import ProtocolSettings
-
     settings = ProtocolSettings(
         listen=(),
         tls_listen=(),

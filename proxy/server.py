@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import sys
 
@@ -45,13 +46,13 @@ SERVICES = ("proxy.smtp.lookup", "proxy.smtp.lmtp", "proxy.smtp.submission", "pr
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, workers: int = 1, worker: int = 0) -> None:
         self.settings = settings
         self.directory = Directory(settings.directory, auth_cache_ttl=settings.proxy.auth_cache_ttl)
         self.env = CoreEnv(
@@ -59,6 +60,8 @@ class Server:
             proxy=settings.proxy,
             server_tls=server_tls_context(settings.tls),
             sessions=Sessions(),
+            workers=workers,
+            worker=worker,
         )
         self.servers: list[asyncio.AbstractServer] = []
         self.stopping = asyncio.Event()
@@ -134,12 +137,27 @@ class Server:
         return 0
 
 
-def serve(settings: Settings) -> int:
-    setup_logging(settings.proxy.log_level)
+def worker_count(setting: int | str) -> int:
+    if setting == "auto":
+        return len(os.sched_getaffinity(0)) or 1
+    return int(setting)
+
+
+def run_worker(settings: Settings, workers: int = 1, worker: int = 0) -> int:
     import uvloop
 
     try:
-        return uvloop.run(Server(settings).run())
+        return uvloop.run(Server(settings, workers, worker).run())
     except (OSError, RuntimeError) as exc:
         log.error("cannot serve: %s", exc)
         return 3
+
+
+def serve(settings: Settings) -> int:
+    setup_logging(settings.proxy.log_level)
+    workers = worker_count(settings.proxy.workers)
+    if workers == 1:
+        return run_worker(settings)
+    from proxy.workers import supervise
+
+    return supervise(settings, workers, run_worker)

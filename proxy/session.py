@@ -112,6 +112,8 @@ class CoreEnv:
     proxy: ProxySettings
     server_tls: ssl.SSLContext | None
     sessions: Sessions
+    workers: int = 1  # processes sharing the listeners
+    worker: int = 0  # this process's index among them
 
 
 async def run_session(

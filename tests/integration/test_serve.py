@@ -85,3 +85,35 @@ def test_demo_check() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert "alice@example.co.uk logged in through mailfarm to mail1" in result.stdout
     assert "bob@example.co.uk logged in through mailfarm to mail2" in result.stdout
+
+
+def test_workers_share_the_listeners(farm: Farm, tmp_path: Path) -> None:
+    import imaplib
+    import os
+    import re
+
+    ports = ProxyPorts()
+    sections = farm_config(farm, ports, proxy={"workers": 2})
+    proc = MailfarmProcess(tmp_path, sections, "workers").start()
+    user = farm.user("alice@example.co.uk")
+    try:
+        assert wait_for(lambda: proc.log_text().count("mailfarm ready") == 2)
+        for _ in range(24):
+            client = imaplib.IMAP4("127.0.0.1", ports.imap, timeout=15)
+            client.login(user.address, user.password)
+            client.logout()
+        assert wait_for(lambda: proc.log_text().count(f"uid={user.uid}") >= 24)
+        pattern = r"mailfarm\.session\[(\d+)\]: session .*uid=" + user.uid
+        pids = set(re.findall(pattern, proc.log_text()))
+        assert len(pids) == 2, pids  # the kernel spread the connections over both workers
+        # A worker that dies is replaced; the service goes on.
+        os.kill(int(sorted(pids)[0]), 9)
+        assert wait_for(lambda: "restarting" in proc.log_text())
+        assert wait_for(lambda: proc.log_text().count("mailfarm ready") == 3)
+        client = imaplib.IMAP4("127.0.0.1", ports.imap, timeout=15)
+        assert client.login(user.address, user.password)[0] == "OK"
+        client.logout()
+        proc.signal(signal.SIGTERM)
+        assert proc.proc is not None and proc.proc.wait(15) == 0
+    finally:
+        proc.stop()

@@ -47,6 +47,7 @@ class Failure(enum.Enum):
     TOO_MANY_FAILURES = "too-many-failures"
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
+    CONNECTION_LIMIT = "connection-limit"  # too many connections, in total or from one address
 
 
 @dataclass(frozen=True, slots=True)

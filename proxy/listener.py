@@ -13,6 +13,7 @@ import logging
 import ssl
 from collections.abc import Callable
 
+from proxy.actions import Failure
 from proxy.config import Network, TlsSettings
 from proxy.session import ClientInfo, CoreEnv, Dialect, run_session
 from proxy.stream import Conn
@@ -77,6 +78,11 @@ async def start_listener(
         ip, cport = _addr(conn.transport, "peername")
         lip, lport = _addr(conn.transport, "sockname")
         client = ClientInfo(ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
+        if not env.limits.admit(ip, client.trusted):
+            conn.write(dialect.bye(Failure.CONNECTION_LIMIT))
+            conn.close()
+            log.warning("%s connection from %s refused: connection limit", dialect.name, ip)
+            return
         task = loop.create_task(run_session(conn, dialect, env, client, implicit_tls))
         env.sessions.preauth.add(task)
         task.add_done_callback(env.sessions.preauth.discard)

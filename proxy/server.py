@@ -17,6 +17,7 @@ import sys
 from directory.service import Directory
 from proxy.actions import Failure
 from proxy.config import Settings
+from proxy.limits import Limits
 from proxy.listener import reload_tls, server_tls_context, start_listener
 from proxy.session import CoreEnv, Dialect, Sessions
 
@@ -60,6 +61,7 @@ class Server:
             proxy=settings.proxy,
             server_tls=server_tls_context(settings.tls),
             sessions=Sessions(),
+            limits=Limits(settings.proxy),
             workers=workers,
             worker=worker,
         )

@@ -31,6 +31,7 @@ from proxy.actions import (
 )
 from proxy.backend import BackendError, BackendTarget, connect_backend
 from proxy.config import ProtocolSettings, ProxySettings
+from proxy.limits import Limits
 from proxy.relay import Relay
 from proxy.sasl import Credentials
 from proxy.stream import Conn, ConnectionClosed
@@ -112,6 +113,7 @@ class CoreEnv:
     proxy: ProxySettings
     server_tls: ssl.SSLContext | None
     sessions: Sessions
+    limits: Limits
     workers: int = 1  # processes sharing the listeners
     worker: int = 0  # this process's index among them
 
@@ -134,6 +136,7 @@ async def run_session(
     if relay is None:
         record.bytes_in, record.bytes_out = conn.bytes_in, conn.bytes_out
         conn.close()
+        env.limits.release(client.ip)
         log.info(record.line())
         return
     # The login task ends here: from now on the session is two transports and the relay,
@@ -146,6 +149,7 @@ def _relay_done(env: CoreEnv, conn_in: int, conn_out: int) -> Callable[[Relay], 
         record = env.sessions.records.pop(relay, None)
         if record is None:
             return
+        env.limits.release(record.client.ip)
         record.outcome = f"ok:{relay.reason}"
         record.bytes_in = conn_in + relay.bytes_up
         record.bytes_out = conn_out + relay.bytes_down
@@ -205,13 +209,15 @@ async def _login_phase(
             record.login = creds.authcid
             result = await _authenticate_and_connect(dialect, env, client, creds, record)
             if not isinstance(result, Failure):
+                env.limits.login_succeeded(client.ip, creds.authcid)
                 backend, info = result
                 return _start_relay(conn, dialogue, backend, info, env, record)
             failure = result
             record.outcome = failure.value
             if failure is Failure.AUTH_FAILED:
                 failures += 1
-                await asyncio.sleep(proxy.auth_failure_delay)
+                delay = env.limits.failure_delay(client.ip, creds.authcid, client.trusted)
+                await asyncio.sleep(delay)
             conn.write(dialogue.failed(failure))
             if failures >= proxy.max_auth_failures:
                 conn.write(dialogue.failed(Failure.TOO_MANY_FAILURES))

@@ -52,6 +52,7 @@ BYES: dict[Failure, bytes] = {
     Failure.TOO_MANY_FAILURES: b"* BYE Too many invalid authentication attempts.\r\n",
     Failure.TIMEOUT: b"* BYE Disconnected for inactivity.\r\n",
     Failure.SHUTDOWN: b"* BYE [UNAVAILABLE] Server shutting down.\r\n",
+    Failure.CONNECTION_LIMIT: b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n",
 }
 
 

@@ -60,9 +60,12 @@ FAILURE_REPLIES: dict[Failure, bytes] = {
     Failure.TOO_MANY_FAILURES: b"-ERR [AUTH] Too many invalid authentication attempts.\r\n",
     Failure.TIMEOUT: b"-ERR Disconnected for inactivity.\r\n",
     Failure.SHUTDOWN: b"-ERR [SYS/TEMP] Server shutting down.\r\n",
+    Failure.CONNECTION_LIMIT: b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n",
 }
 #: Failures after which the session ends; the others answer one login and let the client retry.
-SESSION_ENDING = frozenset({Failure.TOO_MANY_FAILURES, Failure.TIMEOUT, Failure.SHUTDOWN})
+SESSION_ENDING = frozenset(
+    {Failure.TOO_MANY_FAILURES, Failure.TIMEOUT, Failure.SHUTDOWN, Failure.CONNECTION_LIMIT}
+)
 
 PLAINTEXT_DISALLOWED = (
     b"-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n"

@@ -13,10 +13,12 @@ import logging
 import ssl
 from collections.abc import Callable
 
+from proxy import proxyproto
 from proxy.actions import Failure
 from proxy.config import Network, TlsSettings
+from proxy.proxyproto import ProxyHeader
 from proxy.session import ClientInfo, CoreEnv, Dialect, run_session
-from proxy.stream import Conn
+from proxy.stream import Conn, ConnectionClosed
 
 log = logging.getLogger("mailfarm.listener")
 
@@ -66,24 +68,69 @@ def _addr(transport: asyncio.BaseTransport, key: str) -> tuple[str, int]:
     return "unknown", 0
 
 
+PROXY_HEADER_TIMEOUT = 10.0
+
+
+async def _read_proxy_header(conn: Conn) -> ProxyHeader:
+    """Read the PROXY header the load balancer sends first; keep what follows it."""
+    buf = b""
+    while True:
+        buf += await conn.read()
+        result = proxyproto.parse(buf)
+        if isinstance(result, ProxyHeader):
+            conn.unread(buf[result.consumed :])
+            return result
+
+
+async def _accept(
+    conn: Conn, dialect: Dialect, env: CoreEnv, implicit_tls: bool, proxied: bool
+) -> None:
+    assert conn.transport is not None
+    ip, cport = _addr(conn.transport, "peername")
+    lip, lport = _addr(conn.transport, "sockname")
+    if proxied:
+        # Only our own load balancers may say who the client is; anyone else could forge it.
+        if not is_trusted(ip, env.proxy.haproxy_trusted_networks):
+            log.warning("%s: PROXY header from untrusted %s refused", dialect.name, ip)
+            conn.abort()
+            return
+        try:
+            async with asyncio.timeout(min(PROXY_HEADER_TIMEOUT, env.proxy.preauth_timeout)):
+                header = await _read_proxy_header(conn)
+        except (proxyproto.ProxyProtocolError, TimeoutError, ConnectionClosed) as exc:
+            log.warning("%s: bad PROXY header from %s: %s", dialect.name, ip, exc or "timeout")
+            conn.abort()
+            return
+        if header.source is not None:
+            ip, cport = header.source
+        if header.destination is not None:
+            lip, lport = header.destination
+    client = ClientInfo(ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
+    if not env.limits.admit(ip, client.trusted):
+        conn.write(dialect.bye(Failure.CONNECTION_LIMIT))
+        conn.close()
+        log.warning("%s connection from %s refused: connection limit", dialect.name, ip)
+        return
+    await run_session(conn, dialect, env, client, implicit_tls)
+
+
 async def start_listener(
-    dialect: Dialect, env: CoreEnv, host: str, port: int, implicit_tls: bool
+    dialect: Dialect,
+    env: CoreEnv,
+    host: str,
+    port: int,
+    implicit_tls: bool,
+    proxy_protocol: bool = False,
 ) -> asyncio.Server:
     """Listen for one protocol; with several workers each binds its own SO_REUSEPORT socket
-    and the kernel spreads connections over them (no accept lock, no thundering herd)."""
+    and the kernel spreads connections over them (no accept lock, no thundering herd).
+
+    A ``proxy_protocol`` listener expects a PROXY v1/v2 header first (from HAProxy) and is
+    otherwise a plaintext listener (STARTTLS is offered when TLS is configured)."""
     loop = asyncio.get_running_loop()
 
     def on_made(conn: _Accepted) -> None:
-        assert conn.transport is not None
-        ip, cport = _addr(conn.transport, "peername")
-        lip, lport = _addr(conn.transport, "sockname")
-        client = ClientInfo(ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
-        if not env.limits.admit(ip, client.trusted):
-            conn.write(dialect.bye(Failure.CONNECTION_LIMIT))
-            conn.close()
-            log.warning("%s connection from %s refused: connection limit", dialect.name, ip)
-            return
-        task = loop.create_task(run_session(conn, dialect, env, client, implicit_tls))
+        task = loop.create_task(_accept(conn, dialect, env, implicit_tls, proxy_protocol))
         env.sessions.preauth.add(task)
         task.add_done_callback(env.sessions.preauth.discard)
 
@@ -99,5 +146,6 @@ async def start_listener(
         ssl_handshake_timeout=env.proxy.preauth_timeout if ssl_ctx else None,
     )
     names = ", ".join(str(s.getsockname()[:2]) for s in server.sockets)
-    log.info("%s listening on %s%s", dialect.name, names, " (implicit TLS)" if implicit_tls else "")
+    kind = " (implicit TLS)" if implicit_tls else " (PROXY protocol)" if proxy_protocol else ""
+    log.info("%s listening on %s%s", dialect.name, names, kind)
     return server

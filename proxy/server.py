@@ -72,15 +72,14 @@ class Server:
     async def start(self) -> None:
         for dialect in self._dialects.values():
             s = dialect.settings
-            if s.proxy_protocol_listen:
-                raise RuntimeError(
-                    f"[{dialect.name}] proxy_protocol_listen: PROXY protocol is not supported"
-                    " by this version"
-                )
             for host, port in s.listen:
                 self.servers.append(await start_listener(dialect, self.env, host, port, False))
             for host, port in s.tls_listen:
                 self.servers.append(await start_listener(dialect, self.env, host, port, True))
+            for host, port in s.proxy_protocol_listen:
+                self.servers.append(
+                    await start_listener(dialect, self.env, host, port, False, proxy_protocol=True)
+                )
         for name in SERVICES:
             try:
                 module = importlib.import_module(name)

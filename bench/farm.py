@@ -256,6 +256,14 @@ class Farm:
     def stop_backend(self, name: str) -> None:
         self._dovecots[name].stop()
 
+    def kill_backend(self, name: str) -> None:
+        """Kill a backend abruptly (SIGKILL to its whole process group), as a crash or a
+        pulled cable would: its sessions drop without a BYE. ``start_backend`` revives it."""
+        proc = self._dovecots[name].detach()
+        if proc is not None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
     def start_backend(self, name: str) -> None:
         self._dovecots[name].start()
 

@@ -12,18 +12,26 @@ import asyncio
 import time
 from collections.abc import Callable
 
+# The tail of each direction is kept (64 bytes, copied) so that when the backend vanishes
+# the protocol can tell a normal LOGOUT/QUIT from a lost server and say goodbye accordingly.
+TAIL = 64
+
+Farewell = Callable[[bytes, bytes], bytes]  # (client tail, backend tail) -> goodbye or b""
+
 
 class _Side(asyncio.Protocol):
-    __slots__ = ("peer", "relay", "transport")
+    __slots__ = ("peer", "relay", "tail", "transport")
 
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
+        self.tail = b""
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
         relay.last_activity = relay.clock()
+        self.tail = data[-TAIL:]
         peer = self.peer
         if peer is not None and peer.transport is not None:
             if self is relay.client:
@@ -34,12 +42,24 @@ class _Side(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # Half-close is not meaningful for IMAP/POP3: either side ending ends the session.
-        self.relay.finish("client-closed" if self is self.relay.client else "backend-closed")
+        self._ended()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.relay.finish("client-closed" if self is self.relay.client else "backend-closed")
+        self._ended()
+
+    def _ended(self) -> None:
+        relay = self.relay
+        if self is relay.client:
+            relay.finish("client-closed")
+            return
+        if relay.reason is None and relay.farewell is not None:
+            goodbye = relay.farewell(relay.client.tail, self.tail)
+            if goodbye and relay.client.transport is not None:
+                relay.bytes_down += len(goodbye)
+                relay.client.transport.write(goodbye)
+        relay.finish("backend-closed")
 
     def pause_writing(self) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -62,6 +82,7 @@ class Relay:
         "client",
         "clock",
         "done",
+        "farewell",
         "idle_timeout",
         "last_activity",
         "reason",
@@ -74,8 +95,10 @@ class Relay:
         idle_timeout: float,
         on_done: Callable[[Relay], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        farewell: Farewell | None = None,
     ) -> None:
         self.clock = clock
+        self.farewell = farewell
         self.last_activity = clock()
         self.idle_timeout = idle_timeout
         self.bytes_up = 0

@@ -27,9 +27,11 @@ log = logging.getLogger("mailfarm.server")
 def dialects(settings: Settings) -> list[Dialect]:
     """The protocols this build knows, each bound to its section of the configuration."""
     from proxy.imap.backend import imap_backend_login
-    from proxy.imap.dialogue import ImapDialogue, imap_bye
+    from proxy.imap.dialogue import ImapDialogue, imap_bye, imap_farewell
 
-    out = [Dialect("imap", settings.imap, ImapDialogue, imap_backend_login, imap_bye)]
+    out = [
+        Dialect("imap", settings.imap, ImapDialogue, imap_backend_login, imap_bye, imap_farewell)
+    ]
     try:
         from proxy.pop3.protocol import pop3_dialect
     except ImportError:

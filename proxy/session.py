@@ -62,6 +62,9 @@ class Dialect:
     new_dialogue: Callable[[DialogueEnv], Dialogue]
     backend_login: BackendLogin
     bye: Callable[[Failure], bytes]  # goodbye outside a command (timeout, shutdown)
+    # After login: what to tell the client when the backend connection ends, given the last
+    # bytes each side sent (nothing after a LOGOUT/QUIT, a goodbye when the server vanished).
+    farewell: Callable[[bytes, bytes], bytes] | None = None
 
 
 @dataclass
@@ -211,7 +214,7 @@ async def _login_phase(
             if not isinstance(result, Failure):
                 env.limits.login_succeeded(client.ip, creds.authcid)
                 backend, info = result
-                return _start_relay(conn, dialogue, backend, info, env, record)
+                return _start_relay(conn, dialogue, backend, info, env, record, dialect)
             failure = result
             record.outcome = failure.value
             if failure is Failure.AUTH_FAILED:
@@ -275,6 +278,7 @@ def _start_relay(
     info: BackendInfo,
     env: CoreEnv,
     record: SessionRecord,
+    dialect: Dialect,
 ) -> Relay:
     """Hand both transports to the relay; no await here, so no byte can slip between owners.
 
@@ -286,7 +290,13 @@ def _start_relay(
     backend_transport, backend_rest = backend.detach()
     pending = dialogue.take_pending() + client_rest
     on_done = _relay_done(env, conn.bytes_in - len(pending), conn.bytes_out)
-    relay = Relay(client_transport, backend_transport, env.proxy.idle_timeout, on_done)
+    relay = Relay(
+        client_transport,
+        backend_transport,
+        env.proxy.idle_timeout,
+        on_done,
+        farewell=dialect.farewell,
+    )
     env.sessions.relays.add(relay)
     env.sessions.records[relay] = record
     relay.start(to_backend=pending, to_client=backend_rest)

@@ -60,6 +60,14 @@ def imap_bye(failure: Failure) -> bytes:
     return BYES.get(failure, b"* BYE Closing.\r\n")
 
 
+def imap_farewell(client_tail: bytes, backend_tail: bytes) -> bytes:
+    """The backend closed: nothing to add after its own BYE or the client's LOGOUT;
+    otherwise the server vanished and the client should know why (RFC 9051 7.1.5)."""
+    if b"* BYE" in backend_tail or b"LOGOUT" in client_tail.upper():
+        return b""
+    return b"* BYE [UNAVAILABLE] Connection to the mailbox server was lost.\r\n"
+
+
 class State(enum.Enum):
     COMMANDS = "commands"
     SASL = "sasl"

@@ -19,5 +19,13 @@ def pop3_bye(failure: Failure) -> bytes:
     return FAILURE_REPLIES[failure]
 
 
+def pop3_farewell(client_tail: bytes, backend_tail: bytes) -> bytes:
+    """The backend closed: after QUIT that is the normal end; otherwise the server vanished."""
+    last = client_tail.rstrip(b"\r\n").rsplit(b"\n", 1)[-1].strip().upper()
+    if last.startswith(b"QUIT"):
+        return b""
+    return b"-ERR [SYS/TEMP] Connection to the mailbox server was lost.\r\n"
+
+
 def pop3_dialect(settings: ProtocolSettings) -> Dialect:
-    return Dialect("pop3", settings, Pop3Dialogue, pop3_backend_login, pop3_bye)
+    return Dialect("pop3", settings, Pop3Dialogue, pop3_backend_login, pop3_bye, pop3_farewell)

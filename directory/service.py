@@ -52,9 +52,13 @@ def open_source(settings: DirectorySettings) -> UserSource:
             settings.port_attribute or None,
             settings.disabled_attribute or None,
         )
-    from directory.ldap import LdapSource
+    if settings.driver == "ldap3":
+        from directory.ldap import LdapSource
 
-    return LdapSource(settings)
+        return LdapSource(settings)
+    from directory.ldapasync import AsyncLdapSource
+
+    return AsyncLdapSource(settings)  # type: ignore[return-value]
 
 
 class Directory:
@@ -67,6 +71,7 @@ class Directory:
         self.settings = settings
         self.auth_cache = AuthCache(auth_cache_ttl, settings.stale_ttl, settings.cache_size)
         self.source = source if source is not None else open_source(settings)
+        self._async_source = bool(getattr(self.source, "is_async", False))
         self.cache = RouteCache(
             settings.cache_ttl, settings.negative_ttl, settings.stale_ttl, settings.cache_size
         )
@@ -77,6 +82,9 @@ class Directory:
         self._inflight: dict[str, asyncio.Future[Route | None]] = {}
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Call the source: a coroutine directly, a blocking call on the thread pool."""
+        if self._async_source:
+            return await fn(*args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 

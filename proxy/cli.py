@@ -25,7 +25,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailfarm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     p.add_argument("login", help="uid (alice_example_co_uk) or address (alice@example.co.uk)")
     p.add_argument("--json", action="store_true", help="print as JSON")
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if plugins else ():
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -134,7 +134,10 @@ COMMAND_MODULES = ("proxy.smtp.cli", "directory.provision.cli", "bench.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # The proxy's own commands never load the admin tool or the bench: a fault there must
+    # not keep a mail server from starting.
+    parser = build_parser(plugins=not argv or argv[0] not in COMMANDS)
     args = parser.parse_args(argv)
     try:
         func = getattr(args, "func", None) or COMMANDS[args.command]

@@ -60,7 +60,9 @@ DIRECTORY_KEYS = {
     "cache_size": Key("int", 100_000),
     "timeout": Key("float", 5.0, positive),
     "pool_size": Key("int", 4),
+    "driver": Key("str", "native", one_of("native", "ldap3")),
 }
+
 
 def _check_workers(value: object) -> int | str:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -174,6 +176,7 @@ class DirectorySettings:
     cache_size: int
     timeout: float
     pool_size: int
+    driver: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,5 +68,7 @@ class Limits:
         return min(PENALTY_CAP, base * 2 ** (worst - 1)) if base > 0 else 0.0
 
     def login_succeeded(self, ip: str, login: str) -> None:
+        if not self._failures.currsize:  # the common case; a TTLCache pop is not free
+            return
         self._failures.pop("ip:" + ip, None)
         self._failures.pop("login:" + login.lower(), None)

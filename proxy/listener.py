@@ -8,6 +8,7 @@ sessions hold no task.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import ssl
@@ -39,7 +40,9 @@ def reload_tls(ctx: ssl.SSLContext, tls: TlsSettings) -> None:
     ctx.load_cert_chain(str(tls.cert), str(tls.key))
 
 
+@functools.lru_cache(maxsize=65536)
 def is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
+    """Cached: parsing an address costs more than the rest of accepting a connection."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:

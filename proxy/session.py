@@ -179,22 +179,31 @@ async def _login_phase(
             max_literal=proxy.max_literal,
         )
     )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + proxy.preauth_timeout
     conn.write(dialogue.greeting())
+    # One deadline for the whole login phase: a single timer, not one per read.
+    try:
+        async with asyncio.timeout(proxy.preauth_timeout):
+            return await _dialogue_loop(conn, dialogue, dialect, env, client, record)
+    except TimeoutError:
+        conn.write(dialect.bye(Failure.TIMEOUT))
+        record.outcome = "timeout"
+        return None
+
+
+async def _dialogue_loop(
+    conn: Conn,
+    dialogue: Dialogue,
+    dialect: Dialect,
+    env: CoreEnv,
+    client: ClientInfo,
+    record: SessionRecord,
+) -> Relay | None:
+    proxy = env.proxy
     failures = 0
     pending: deque[Action] = deque()
     while True:
         if not pending:
-            remaining = deadline - loop.time()
-            try:
-                async with asyncio.timeout(max(remaining, 0)):
-                    data = await conn.read()
-            except TimeoutError:
-                conn.write(dialect.bye(Failure.TIMEOUT))
-                record.outcome = "timeout"
-                return None
-            pending.extend(dialogue.receive(data))
+            pending.extend(dialogue.receive(await conn.read()))
             continue
         action = pending.popleft()
         if isinstance(action, Send):
@@ -253,10 +262,8 @@ async def _authenticate_and_connect(
     try:
         backend = await connect_backend(target, settings)
         try:
-            info = await asyncio.wait_for(
-                dialect.backend_login(backend, creds, client, settings, target),
-                settings.backend_timeout,
-            )
+            async with asyncio.timeout(settings.backend_timeout):
+                info = await dialect.backend_login(backend, creds, client, settings, target)
         except BaseException:
             backend.abort()
             raise

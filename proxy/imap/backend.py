@@ -8,6 +8,8 @@ write), saving a round trip per login.
 
 from __future__ import annotations
 
+import functools
+
 from proxy.actions import BackendInfo
 from proxy.backend import BackendError, BackendTarget, start_backend_tls
 from proxy.config import ProtocolSettings
@@ -17,6 +19,9 @@ from proxy.session import ClientInfo
 from proxy.stream import Conn
 
 MAX_LINE = 64 * 1024
+
+# Backends repeat the same capability strings on every login: parse each once.
+_capabilities = functools.lru_cache(maxsize=256)(parse_capability)
 
 
 async def _until_tagged(conn: Conn, tag: bytes) -> tuple[str, bytes, tuple[str, ...]]:
@@ -58,7 +63,7 @@ async def imap_backend_login(
     if not greeting.startswith(b"* OK"):
         raise BackendError(f"unexpected greeting {greeting.strip()[:200]!r}")
     code = capability_code(greeting)
-    caps = parse_capability(code) if code else ()
+    caps = _capabilities(code) if code else ()
     if settings.backend_tls == "starttls":
         conn.write(b"M0 STARTTLS\r\n")
         status, line, _ = await _until_tagged(conn, b"M0")
@@ -86,7 +91,7 @@ async def imap_backend_login(
         # The directory accepted this password, so a refusal here is the backend's fault.
         raise BackendError(f"backend refused login: {line.strip()[:200]!r}")
     code = capability_code(line)
-    caps = parse_capability(code) if code else seen
+    caps = _capabilities(code) if code else seen
     if not caps:
         conn.write(b"M4 CAPABILITY\r\n")
         _, _, caps = await _until_tagged(conn, b"M4")

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def config_file(tmp_path: Path, farm: Farm, source: str, **directory: Any) -> Path:
     table: dict[str, Any] = {"base": farm.base_dn, "timeout": 2}
-    if source == "ldap":
+    if source in ("ldap", "ldap3"):
+        table["driver"] = "native" if source == "ldap" else "ldap3"
         table |= {
             "uri": [farm.ldap_uri],
             "bind_dn": farm.service_dn,
@@ -37,7 +38,7 @@ def config_file(tmp_path: Path, farm: Farm, source: str, **directory: Any) -> Pa
     return path
 
 
-@pytest.fixture(params=["ldap", "ldif"])
+@pytest.fixture(params=["ldap", "ldap3", "ldif"])
 def directory(request: pytest.FixtureRequest, farm: Farm, tmp_path: Path) -> Iterator[Directory]:
     d = Directory(load_config(config_file(tmp_path, farm, request.param)).directory)
     yield d
@@ -111,8 +112,11 @@ def test_second_lookup_comes_from_cache(directory: Directory) -> None:
     assert run(go()) == (False, True)
 
 
-def test_ldap_down_is_unavailable_and_stale_routes_served(farm: Farm, tmp_path: Path) -> None:
-    settings = load_config(config_file(tmp_path, farm, "ldap", cache_ttl=0.3)).directory
+@pytest.mark.parametrize("source", ["ldap", "ldap3"])
+def test_ldap_down_is_unavailable_and_stale_routes_served(
+    farm: Farm, tmp_path: Path, source: str
+) -> None:
+    settings = load_config(config_file(tmp_path, farm, source, cache_ttl=0.3)).directory
     d = Directory(settings)
     alice = farm.user("alice@example.co.uk")
 
@@ -139,9 +143,10 @@ def test_ldap_down_is_unavailable_and_stale_routes_served(farm: Farm, tmp_path: 
         d.close()
 
 
-def test_failover_to_second_uri(farm: Farm, tmp_path: Path) -> None:
+@pytest.mark.parametrize("source", ["ldap", "ldap3"])
+def test_failover_to_second_uri(farm: Farm, tmp_path: Path, source: str) -> None:
     dead = f"ldap://127.0.0.1:{free_port()}"
-    settings = load_config(config_file(tmp_path, farm, "ldap", uri=[dead, farm.ldap_uri])).directory
+    settings = load_config(config_file(tmp_path, farm, source, uri=[dead, farm.ldap_uri])).directory
     d = Directory(settings)
     alice = farm.user("alice@example.co.uk")
     try:
@@ -151,8 +156,35 @@ def test_failover_to_second_uri(farm: Farm, tmp_path: Path) -> None:
         d.close()
 
 
-def test_connections_are_reused(farm: Farm, tmp_path: Path) -> None:
+def test_ldapi_socket(farm: Farm, tmp_path: Path) -> None:
+    settings = load_config(config_file(tmp_path, farm, "ldap", uri=[farm.ldapi_uri])).directory
+    d = Directory(settings)
+    alice = farm.user("alice@example.co.uk")
+    try:
+        assert run(d.authenticate(alice.address, alice.password)).ok
+    finally:
+        d.close()
+
+
+def test_native_connections_are_reused(farm: Farm, tmp_path: Path) -> None:
     settings = load_config(config_file(tmp_path, farm, "ldap", cache_ttl=0)).directory
+    d = Directory(settings)
+    alice = farm.user("alice@example.co.uk")
+
+    async def go() -> None:
+        await d.authenticate(alice.address, alice.password)
+        first = d.source._search_conn  # type: ignore[attr-defined]
+        for _ in range(20):
+            assert (await d.authenticate(alice.address, alice.password)).ok
+        assert d.source._search_conn is first  # type: ignore[attr-defined]
+        assert len(d.source._idle_auth) == 1  # type: ignore[attr-defined]
+        d.close()
+
+    run(go())
+
+
+def test_connections_are_reused(farm: Farm, tmp_path: Path) -> None:
+    settings = load_config(config_file(tmp_path, farm, "ldap3", cache_ttl=0)).directory
     d = Directory(settings)
     alice = farm.user("alice@example.co.uk")
 

@@ -83,7 +83,7 @@ PROXY_KEYS = {
     "workers": Key("any", 1, _check_workers),
     "trusted_networks": Key("networks", ()),
     "haproxy_trusted_networks": Key("networks", ()),
-    "max_connections": Key("int", 20000),
+    "max_connections": Key("int", 10000),
     "max_connections_per_ip": Key("int", 200),
     "auth_cache_ttl": Key("float", 0.0),
     "plaintext_auth": Key("bool", False),

@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -156,8 +157,29 @@ def run_worker(settings: Settings, workers: int = 1, worker: int = 0) -> int:
         return 3
 
 
+def raise_fd_limit() -> int:
+    """Lift the soft open-files limit to the hard one: every proxied session holds two
+    sockets, and the usual soft limit of 1024 would cap a process at ~500 sessions."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit above %d: %s", soft, exc)
+    return soft
+
+
 def serve(settings: Settings) -> int:
     setup_logging(settings.proxy.log_level)
+    limit = raise_fd_limit()
+    if limit < 2 * settings.proxy.max_connections:
+        log.warning(
+            "open-files limit %d is below what max_connections = %d needs (%d)",
+            limit,
+            settings.proxy.max_connections,
+            2 * settings.proxy.max_connections,
+        )
     workers = worker_count(settings.proxy.workers)
     if workers == 1:
         return run_worker(settings)

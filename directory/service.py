@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -80,6 +81,9 @@ class Directory:
             max_workers=max(2, settings.pool_size * 2), thread_name_prefix="directory"
         )
         self._inflight: dict[str, asyncio.Future[Route | None]] = {}
+        # Told the result of every directory query ("found", "not-found", "stale",
+        # "unavailable"), for metrics; cache hits are counted by the cache itself.
+        self.on_lookup: Callable[[str], None] | None = None
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
         """Call the source: a coroutine directly, a blocking call on the thread pool."""
@@ -111,12 +115,16 @@ class Directory:
                 stale = self.cache.get_stale(key)
                 future.set_exception(exc)
                 future.exception()  # retrieved: followers re-raise it themselves
+                if self.on_lookup is not None:
+                    self.on_lookup("stale" if stale is not None else "unavailable")
                 if stale is not None:
                     log.warning("directory unavailable, serving stale route for %s: %s", key, exc)
                     return Lookup(stale, from_cache=True, stale=True)
                 raise
             self.cache.put(key, route)
             future.set_result(route)
+            if self.on_lookup is not None:
+                self.on_lookup("found" if route is not None else "not-found")
             return Lookup(route, from_cache=False)
         finally:
             del self._inflight[key]

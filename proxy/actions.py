@@ -48,6 +48,7 @@ class Failure(enum.Enum):
     TIMEOUT = "timeout"
     SHUTDOWN = "shutdown"
     CONNECTION_LIMIT = "connection-limit"  # too many connections, in total or from one address
+    KICKED = "kicked"  # an administrator closed the session (e.g. the user is being moved)
 
 
 @dataclass(frozen=True, slots=True)

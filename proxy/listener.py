@@ -95,6 +95,7 @@ async def _accept(
         # Only our own load balancers may say who the client is; anyone else could forge it.
         if not is_trusted(ip, env.proxy.haproxy_trusted_networks):
             log.warning("%s: PROXY header from untrusted %s refused", dialect.name, ip)
+            env.metrics.connection_refused(dialect.name, "untrusted-proxy")
             conn.abort()
             return
         try:
@@ -102,17 +103,21 @@ async def _accept(
                 header = await _read_proxy_header(conn)
         except (proxyproto.ProxyProtocolError, TimeoutError, ConnectionClosed) as exc:
             log.warning("%s: bad PROXY header from %s: %s", dialect.name, ip, exc or "timeout")
+            env.metrics.connection_refused(dialect.name, "proxy-header")
             conn.abort()
             return
         if header.source is not None:
             ip, cport = header.source
         if header.destination is not None:
             lip, lport = header.destination
+        # HAProxy that ended TLS itself (send-proxy-v2-ssl) vouches that the client used it.
+        implicit_tls = implicit_tls or header.tls
     client = ClientInfo(ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
     if not env.limits.admit(ip, client.trusted):
         conn.write(dialect.bye(Failure.CONNECTION_LIMIT))
         conn.close()
         log.warning("%s connection from %s refused: connection limit", dialect.name, ip)
+        env.metrics.connection_refused(dialect.name, Failure.CONNECTION_LIMIT.value)
         return
     await run_session(conn, dialect, env, client, implicit_tls)
 

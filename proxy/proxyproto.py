@@ -34,6 +34,7 @@ PP2_TYPE_NOOP = 0x04
 PP2_TYPE_UNIQUE_ID = 0x05
 PP2_TYPE_SSL = 0x20
 PP2_TYPE_NETNS = 0x30
+PP2_CLIENT_SSL = 0x01  # in the first byte of a PP2_TYPE_SSL value
 
 
 class ProxyProtocolError(ValueError):
@@ -89,6 +90,13 @@ class ProxyHeader:
         if self.family in (Family.TCP4, Family.TCP6) and self.dst_ip is not None:
             return self.dst_ip, self.dst_port or 0
         return None
+
+    @property
+    def tls(self) -> bool:
+        """The client reached the balancer over TLS, which ended it there (HAProxy
+        ``send-proxy-v2-ssl``: a PP2_TYPE_SSL TLV with the PP2_CLIENT_SSL bit)."""
+        ssl = self.tlvs.get(PP2_TYPE_SSL, b"")
+        return bool(ssl) and bool(ssl[0] & PP2_CLIENT_SSL)
 
 
 def parse(buf: bytes | bytearray | memoryview) -> ProxyHeader | NeedMore:

@@ -20,6 +20,7 @@ from proxy.actions import Failure
 from proxy.config import Settings
 from proxy.limits import Limits
 from proxy.listener import reload_tls, server_tls_context, start_listener
+from proxy.metrics import Metrics
 from proxy.session import CoreEnv, Dialect, Sessions
 
 log = logging.getLogger("mailfarm.server")
@@ -65,9 +66,11 @@ class Server:
             server_tls=server_tls_context(settings.tls),
             sessions=Sessions(),
             limits=Limits(settings.proxy),
+            metrics=Metrics(self.directory, tuple(d.name for d in dialects(settings))),
             workers=workers,
             worker=worker,
         )
+        self.directory.on_lookup = self.env.metrics.lookup
         self.servers: list[asyncio.AbstractServer] = []
         self.stopping = asyncio.Event()
         self._dialects = {d.name: d for d in dialects(settings)}

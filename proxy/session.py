@@ -32,6 +32,7 @@ from proxy.actions import (
 from proxy.backend import BackendError, BackendTarget, connect_backend
 from proxy.config import ProtocolSettings, ProxySettings
 from proxy.limits import Limits
+from proxy.metrics import Metrics
 from proxy.relay import Relay
 from proxy.sasl import Credentials
 from proxy.stream import Conn, ConnectionClosed
@@ -76,6 +77,7 @@ class SessionRecord:
     started: float = field(default_factory=time.monotonic)
     login: str = "-"
     uid: str = "-"
+    mail: str = "-"
     backend: str = "-"
     outcome: str = "disconnected"
     bytes_in: int = 0
@@ -117,6 +119,7 @@ class CoreEnv:
     server_tls: ssl.SSLContext | None
     sessions: Sessions
     limits: Limits
+    metrics: Metrics = field(default_factory=lambda: Metrics(process=False))
     workers: int = 1  # processes sharing the listeners
     worker: int = 0  # this process's index among them
 
@@ -126,6 +129,7 @@ async def run_session(
 ) -> None:
     """Drive one client from greeting to the relay's end; never raises."""
     record = SessionRecord(dialect.name, client)
+    env.metrics.session_started(dialect.name)
     relay: Relay | None = None
     try:
         relay = await _login_phase(conn, dialect, env, client, tls_active, record)
@@ -140,6 +144,7 @@ async def run_session(
         record.bytes_in, record.bytes_out = conn.bytes_in, conn.bytes_out
         conn.close()
         env.limits.release(client.ip)
+        env.metrics.session_ended(dialect.name, "preauth", record.bytes_in, record.bytes_out)
         log.info(record.line())
         return
     # The login task ends here: from now on the session is two transports and the relay,
@@ -156,6 +161,7 @@ def _relay_done(env: CoreEnv, conn_in: int, conn_out: int) -> Callable[[Relay], 
         record.outcome = f"ok:{relay.reason}"
         record.bytes_in = conn_in + relay.bytes_up
         record.bytes_out = conn_out + relay.bytes_down
+        env.metrics.session_ended(record.protocol, "proxied", record.bytes_in, record.bytes_out)
         log.info(record.line())
 
     return done
@@ -187,6 +193,7 @@ async def _login_phase(
     except TimeoutError:
         conn.write(dialect.bye(Failure.TIMEOUT))
         record.outcome = "timeout"
+        env.metrics.login(dialect.name, Failure.TIMEOUT)
         return None
 
 
@@ -222,10 +229,12 @@ async def _dialogue_loop(
             result = await _authenticate_and_connect(dialect, env, client, creds, record)
             if not isinstance(result, Failure):
                 env.limits.login_succeeded(client.ip, creds.authcid)
+                env.metrics.login(dialect.name, "ok")
                 backend, info = result
                 return _start_relay(conn, dialogue, backend, info, env, record, dialect)
             failure = result
             record.outcome = failure.value
+            env.metrics.login(dialect.name, failure)
             if failure is Failure.AUTH_FAILED:
                 failures += 1
                 delay = env.limits.failure_delay(client.ip, creds.authcid, client.trusted)
@@ -234,6 +243,7 @@ async def _dialogue_loop(
             if failures >= proxy.max_auth_failures:
                 conn.write(dialogue.failed(Failure.TOO_MANY_FAILURES))
                 record.outcome = Failure.TOO_MANY_FAILURES.value
+                env.metrics.login(dialect.name, Failure.TOO_MANY_FAILURES)
                 return None
             pending.extend(dialogue.resume())
 
@@ -254,13 +264,16 @@ async def _authenticate_and_connect(
         return Failure.AUTH_FAILED
     route = result.route
     record.uid = route.uid
+    record.mail = route.mail or "-"
     if route.login_disabled:
         return Failure.LOGIN_DISABLED
     settings = dialect.settings
     target = BackendTarget(route.host, route.port or settings.backend_port)
     record.backend = f"{target.host}:{target.port}"
     try:
+        started = time.monotonic()
         backend = await connect_backend(target, settings)
+        env.metrics.backend_connect(dialect.name, time.monotonic() - started)
         try:
             async with asyncio.timeout(settings.backend_timeout):
                 info = await dialect.backend_login(backend, creds, client, settings, target)
@@ -306,5 +319,6 @@ def _start_relay(
     )
     env.sessions.relays.add(relay)
     env.sessions.records[relay] = record
+    env.metrics.session_proxied(dialect.name)  # before start(): it may end the relay at once
     relay.start(to_backend=pending, to_client=backend_rest)
     return relay

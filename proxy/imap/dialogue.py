@@ -53,6 +53,8 @@ BYES: dict[Failure, bytes] = {
     Failure.TIMEOUT: b"* BYE Disconnected for inactivity.\r\n",
     Failure.SHUTDOWN: b"* BYE [UNAVAILABLE] Server shutting down.\r\n",
     Failure.CONNECTION_LIMIT: b"* BYE [UNAVAILABLE] Too many connections, try again later.\r\n",
+    Failure.KICKED: b"* BYE [UNAVAILABLE] Session closed by the administrator,"
+    b" please reconnect.\r\n",
 }
 
 

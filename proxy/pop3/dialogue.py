@@ -61,10 +61,17 @@ FAILURE_REPLIES: dict[Failure, bytes] = {
     Failure.TIMEOUT: b"-ERR Disconnected for inactivity.\r\n",
     Failure.SHUTDOWN: b"-ERR [SYS/TEMP] Server shutting down.\r\n",
     Failure.CONNECTION_LIMIT: b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n",
+    Failure.KICKED: b"-ERR [SYS/TEMP] Session closed by the administrator, please reconnect.\r\n",
 }
 #: Failures after which the session ends; the others answer one login and let the client retry.
 SESSION_ENDING = frozenset(
-    {Failure.TOO_MANY_FAILURES, Failure.TIMEOUT, Failure.SHUTDOWN, Failure.CONNECTION_LIMIT}
+    {
+        Failure.TOO_MANY_FAILURES,
+        Failure.TIMEOUT,
+        Failure.SHUTDOWN,
+        Failure.CONNECTION_LIMIT,
+        Failure.KICKED,
+    }
 )
 
 PLAINTEXT_DISALLOWED = (

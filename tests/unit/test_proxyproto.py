@@ -15,6 +15,7 @@ from proxy.proxyproto import (
     PP2_TYPE_AUTHORITY,
     PP2_TYPE_CRC32C,
     PP2_TYPE_NOOP,
+    PP2_TYPE_SSL,
     PP2_TYPE_UNIQUE_ID,
     SIGNATURE_V2,
     Command,
@@ -240,6 +241,18 @@ def test_v2_unspec_and_fallbacks(fam: int, block: bytes, tlvs: dict[int, bytes])
         None,
         tlvs,
     )
+
+
+def test_v2_tls_offloaded_by_the_balancer() -> None:
+    """HAProxy's send-proxy-v2-ssl: client flags, verify result, then sub-TLVs."""
+    ssl = bytes([0x01]) + bytes(4) + tlv(0x21, b"TLSv1.3") + tlv(0x23, b"TLS_AES_128_GCM_SHA256")
+    header = parse(v2(0x21, 0x11, INET_BLOCK + tlv(PP2_TYPE_SSL, ssl)))
+    assert isinstance(header, ProxyHeader) and header.tls
+    for value in (bytes(5), b""):  # the TLV without the PP2_CLIENT_SSL bit, or empty
+        header = parse(v2(0x21, 0x11, INET_BLOCK + tlv(PP2_TYPE_SSL, value)))
+        assert isinstance(header, ProxyHeader) and not header.tls
+    plain = parse(v2(0x21, 0x11, INET_BLOCK))
+    assert isinstance(plain, ProxyHeader) and not plain.tls
 
 
 def test_v2_repeated_tlv_keeps_the_first() -> None:

@@ -81,7 +81,6 @@ class Relay:
         "bytes_up",
         "client",
         "clock",
-        "done",
         "farewell",
         "idle_timeout",
         "last_activity",
@@ -105,7 +104,6 @@ class Relay:
         self.bytes_down = 0
         self.reason: str | None = None
         self._on_done = on_done
-        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.client = _Side(self)
         self.backend = _Side(self)
         self.client.peer, self.backend.peer = self.backend, self.client
@@ -151,8 +149,6 @@ class Relay:
         for side in (self.client, self.backend):
             if side.transport is not None:
                 side.transport.close()
-        if not self.done.done():
-            self.done.set_result(reason)
         if self._on_done is not None:
             self._on_done(self)
 

@@ -68,7 +68,7 @@ class Dialect:
     farewell: Callable[[bytes, bytes], bytes] | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class SessionRecord:
     """The facts for the one log line a session leaves behind."""
 

@@ -176,6 +176,24 @@ class LdapSource:
 
         return self._search.run(job)
 
+    def find_domain(self, domain: str) -> bool:
+        """Is ``domain`` hosted: does the domain filter match an entry under the base?"""
+        s = self._settings
+        search_filter = render_filter(s.domain_filter, domain)
+
+        def job(conn: Connection) -> bool:
+            conn.search(
+                s.base, search_filter, search_scope=SUBTREE, attributes=["1.1"], size_limit=1
+            )
+            code = conn.result.get("result")
+            if code == NO_SUCH_OBJECT:
+                return False
+            if code not in (0, SIZE_LIMIT_EXCEEDED):
+                raise DirectoryUnavailable(f"domain search failed: result {code}")
+            return any(e.get("type") == "searchResEntry" for e in conn.response or [])
+
+        return self._search.run(job)
+
     def bind(self, dn: str, password: str) -> bool:
         if not password:
             return False  # an unauthenticated bind must never count as a login

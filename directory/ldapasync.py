@@ -190,21 +190,41 @@ class AsyncLdapSource:
                 self._search_conn = await self._open(service_bind=True)
             return self._search_conn
 
-    async def find(self, login: str) -> Route | None:
+    async def _search(
+        self, filter_text: str, attributes: list[str], size_limit: int
+    ) -> tuple[Response, list[Response]]:
+        """One subtree search under the base, retried once on a fresh connection."""
         self._bind_loop()
         s = self._settings
-        tree = parse_filter(render_filter(s.user_filter, login))
-        build = lambda i: search_request(i, s.base, tree, self._attributes)  # noqa: E731
+        tree = parse_filter(filter_text)
+
+        def build(message_id: int) -> bytes:
+            return search_request(message_id, s.base, tree, attributes, size_limit)
+
         for attempt in (1, 2):
             conn = await self._search_connection()
             try:
                 async with asyncio.timeout(s.timeout):
-                    done, entries = await conn.request(build)
-                break
+                    return await conn.request(build)
             except (_Broken, TimeoutError) as exc:
                 conn.fail("abandoned")  # a timed-out connection is not reused
                 if attempt == 2:
                     raise DirectoryUnavailable(f"LDAP search failed: {exc or 'timeout'}") from None
+        raise AssertionError("unreachable")
+
+    async def find_domain(self, domain: str) -> bool:
+        """Is ``domain`` hosted: does the domain filter match an entry under the base?"""
+        s = self._settings
+        done, entries = await self._search(render_filter(s.domain_filter, domain), ["1.1"], 1)
+        if done.result_code == NO_SUCH_OBJECT:
+            return False
+        if done.result_code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):
+            raise DirectoryUnavailable(f"domain search failed: result {done.result_code}")
+        return bool(entries)
+
+    async def find(self, login: str) -> Route | None:
+        s = self._settings
+        done, entries = await self._search(render_filter(s.user_filter, login), self._attributes, 2)
         code = done.result_code
         if code == SIZE_LIMIT_EXCEEDED or len(entries) > 1:
             dns = [e.dn for e in entries]

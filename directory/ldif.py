@@ -258,11 +258,13 @@ class LdifSource:
         host_attribute: str = "mailHost",
         port_attribute: str | None = None,
         disabled_attribute: str | None = None,
+        domain_filter: str = "(&(objectClass=domainRelatedObject)(associatedDomain=%s))",
     ) -> None:
         self._path = Path(path)
         self._base = normalise_dn(base)
         parse_filter(render_filter(user_filter, "probe"))  # a bad template fails at startup
         self._user_filter = user_filter
+        self.domain_filter = domain_filter
         self._host_attribute = host_attribute
         self._port_attribute = port_attribute or None
         self._disabled_attribute = disabled_attribute or None
@@ -301,6 +303,11 @@ class LdifSource:
         if data is None:
             raise DirectoryUnavailable(f"{self._path}: directory closed")
         return data
+
+    def find_domain(self, domain: str) -> bool:
+        """Is ``domain`` hosted: does the domain filter match an entry under the base?"""
+        wanted = parse_filter(render_filter(self.domain_filter, domain))
+        return any(matches(wanted, entry.folded) for entry in self._snapshot().entries)
 
     def find(self, login: str) -> Route | None:
         """The route for an already-normalised login, or ``None``.

@@ -62,6 +62,10 @@ class UserSource(Protocol):
 
     def bind(self, dn: str, password: str) -> bool: ...
 
+    def find_domain(self, domain: str) -> bool:
+        """Is a mail domain hosted (the ``domain_filter`` matches an entry)?"""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -52,6 +52,7 @@ def open_source(settings: DirectorySettings) -> UserSource:
             settings.host_attribute,
             settings.port_attribute or None,
             settings.disabled_attribute or None,
+            settings.domain_filter,
         )
     if settings.driver == "ldap3":
         from directory.ldap import LdapSource
@@ -84,6 +85,8 @@ class Directory:
         # Told the result of every directory query ("found", "not-found", "stale",
         # "unavailable"), for metrics; cache hits are counted by the cache itself.
         self.on_lookup: Callable[[str], None] | None = None
+        # Other caches built on this directory (e.g. hosted domains), emptied by flush().
+        self.dependent_flushes: list[Callable[[], object]] = []
 
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
         """Call the source: a coroutine directly, a blocking call on the thread pool."""
@@ -159,7 +162,14 @@ class Directory:
             return AuthResult(AuthOutcome.OK, route, found.from_cache)
         return AuthResult(AuthOutcome.BAD_PASSWORD, route, found.from_cache)
 
+    async def find_domain(self, domain: str) -> bool:
+        """Ask the source (uncached; see directory.domains for the cached check)."""
+        return bool(await self._run(self.source.find_domain, domain))
+
     def flush(self, name: str | None = None) -> int:
+        if name is None:
+            for flush in self.dependent_flushes:
+                flush()
         return self.cache.flush(name) + self.auth_cache.flush(name)
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Listen = tuple[tuple[str, int], ...]
 
 DEFAULT_USER_FILTER = "(&(objectClass=inetLocalMailRecipient)(|(uid=%s)(mail=%s)))"
+DEFAULT_DOMAIN_FILTER = "(&(objectClass=domainRelatedObject)(associatedDomain=%s))"
 
 
 def _check_uris(uris: tuple[str, ...]) -> tuple[str, ...]:
@@ -51,6 +52,7 @@ DIRECTORY_KEYS = {
     "bind_password": Key("secret", "", secret=True),
     "bind_password_file": Key("path", None),
     "user_filter": Key("str", DEFAULT_USER_FILTER, _check_filter),
+    "domain_filter": Key("str", DEFAULT_DOMAIN_FILTER, _check_filter),
     "host_attribute": Key("str", "mailHost"),
     "port_attribute": Key("str", ""),
     "disabled_attribute": Key("str", ""),
@@ -167,6 +169,7 @@ class DirectorySettings:
     bind_password: str
     bind_password_file: Path | None
     user_filter: str
+    domain_filter: str
     host_attribute: str
     port_attribute: str
     disabled_attribute: str

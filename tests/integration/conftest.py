@@ -33,4 +33,6 @@ def farm() -> Iterator[Farm]:
     with Farm() as running:
         yield running
 
+
 from tests.integration.proxies import proxy, strict_proxy  # noqa: E402, F401 - fixtures
+from tests.integration.smtp_fixtures import postfix, smtp_ports, smtp_proxy  # noqa: E402, F401 - fixtures

@@ -1,0 +1,83 @@
+"""What the aiosmtpd-based front ends (LMTP, submission) share: session bookkeeping.
+
+aiosmtpd supplies the SMTP dialogue; this adds what every mailfarm front end has: the
+one log line per session (:class:`proxy.session.SessionRecord`, same format as IMAP and
+POP3), registration with :class:`proxy.session.Sessions` so a SIGTERM drain waits for
+sessions in progress, and a host name resolved once, off the event loop (aiosmtpd would
+otherwise call the blocking ``socket.getfqdn()`` for every connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from proxy.listener import is_trusted
+from proxy.session import ClientInfo, CoreEnv, SessionRecord
+
+log = logging.getLogger("mailfarm.smtp")
+
+# aiosmtpd logs every command line at INFO on "mail.log"; our one line per session says
+# what matters, and its per-line logging would drown it (and log addresses).
+logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+async def resolve_hostname(configured: str) -> str:
+    """The name we greet with: ``hostname`` from the config, else this host's FQDN."""
+    if configured:
+        return configured
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, socket.getfqdn)
+
+
+def _addr(transport: asyncio.BaseTransport, key: str) -> tuple[str, int]:
+    value = transport.get_extra_info(key)
+    if isinstance(value, tuple) and len(value) >= 2:
+        return str(value[0]), int(value[1])
+    return "unknown", 0
+
+
+class TrackedSession(SMTP):
+    """An aiosmtpd session that leaves one log line and can be drained at shutdown."""
+
+    protocol_name = "smtp"
+
+    def __init__(self, env: CoreEnv, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.env = env
+        self.record: SessionRecord | None = None
+        self.client: ClientInfo | None = None
+        self._logged = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.client is None  # connection_made runs again after STARTTLS
+        super().connection_made(transport)
+        if not first:
+            return
+        ip, port = _addr(transport, "peername")
+        lip, lport = _addr(transport, "sockname")
+        trusted = is_trusted(ip, self.env.proxy.trusted_networks)
+        self.client = ClientInfo(ip, port, lip, lport, trusted)
+        self.record = SessionRecord(self.protocol_name, self.client)
+        task = self._handler_coroutine
+        if task is not None:
+            self.env.sessions.preauth.add(task)
+            task.add_done_callback(self.env.sessions.preauth.discard)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        self.log_session()
+
+    def session_finished(self, record: SessionRecord) -> None:
+        """Fill in the record's outcome just before it is logged."""
+
+    def log_session(self) -> None:
+        if self._logged or self.record is None:
+            return
+        self._logged = True
+        self.session_finished(self.record)
+        log.info(self.record.line())

@@ -89,6 +89,9 @@ mail_gid = {mail.pw_gid}
 first_valid_uid = {mail.pw_uid}
 first_valid_gid = {mail.pw_gid}
 mail_location = maildir:~/Maildir
+# IDLE normally wakes on inotify, but one uid gets only 128 inotify instances (a host
+# default): with more IDLE sessions than that, Dovecot polls, every 30 s unless told.
+mailbox_idle_check_interval = 1 secs
 mail_fsync = never
 mail_max_userip_connections = 10000
 default_process_limit = {PROCESS_LIMIT}

@@ -167,6 +167,7 @@ pidfile {directory}/slapd.pid
 argsfile {directory}/slapd.args
 modulepath /usr/lib/ldap
 moduleload back_mdb
+moduleload pw-sha2
 sizelimit unlimited
 timelimit unlimited
 

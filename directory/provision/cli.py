@@ -1,0 +1,374 @@
+"""``mailfarm domain|user|dns|import``: the admin tool's commands, as operators script them.
+
+Each command prints a short human answer, or with ``--json`` one JSON object on stdout
+(``"ok": true`` plus the data; on failure ``"ok": false`` and ``"error"``). Messages and
+warnings go to stderr. Exit status: 0 done, 1 not found or refused, 2 usage or
+configuration, 3 LDAP, a backend or a proxy unavailable.
+
+Passwords are never command-line arguments (they would show in ``ps`` and shell history):
+``--password-file FILE``, ``--password-file -`` for stdin, or a getpass prompt on a terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from directory.provision import EXIT_OK, ProvisionError, UsageError
+from proxy.config import ConfigError, Settings, load_config
+
+if TYPE_CHECKING:  # ldap3 is imported only when a command of ours runs
+    from directory.provision.ldapwrite import LdapWriter
+
+Action = Callable[[argparse.Namespace, Settings, "LdapWriter"], int]
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
+    for warning in data.get("warnings", []):
+        print(f"mailfarm: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"ok": True, **data}, indent=None))
+    else:
+        for line in lines:
+            print(line)
+
+
+def _run(args: argparse.Namespace, action: Action) -> int:
+    """Load the config, open the LDAP connection, run ``action``, map errors to exit codes."""
+    from directory.provision.ldapwrite import LdapWriter
+
+    try:
+        settings = load_config(args.config)
+        with LdapWriter(settings) as writer:
+            return action(args, settings, writer)
+    except (ProvisionError, ConfigError) as exc:
+        code = exc.exit_code if isinstance(exc, ProvisionError) else 2
+        print(f"mailfarm: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc), "exit": code}))
+        return code
+
+
+def _command(action: Action) -> Callable[[argparse.Namespace], int]:
+    return lambda args: _run(args, action)
+
+
+def read_password(source: str | None, prompt: str = "New password: ") -> str:
+    """The password from a file, stdin (``-``) or a prompt; never from the command line."""
+    if source == "-":
+        text = sys.stdin.readline()
+    elif source:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--password-file {source}: {exc.strerror}") from None
+    elif sys.stdin.isatty():
+        text = getpass.getpass(prompt)
+        if getpass.getpass("Again: ") != text:
+            raise UsageError("the passwords differ")
+    else:
+        raise UsageError("no password: give --password-file FILE, or --password-file - for stdin")
+    lines = text.splitlines()
+    password = lines[0] if lines else ""
+    if not password:
+        raise UsageError("empty password")
+    return password
+
+
+# -- domain ---------------------------------------------------------------------------------
+
+
+def domain_add(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.domains import add_domain
+
+    domain = add_domain(settings, writer, args.domain, args.mx, args.ns, args.a, date.today())
+    _emit(args, domain.as_dict(), [f"domain {domain.name} added ({domain.dn})"])
+    return EXIT_OK
+
+
+def domain_list(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.domains import list_domains
+
+    domains = list_domains(writer)
+    lines = [f"{d.name}\t{d.users} users" for d in domains]
+    _emit(args, {"domains": [d.as_dict() for d in domains]}, lines)
+    return EXIT_OK
+
+
+def domain_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.domains import delete_domain
+
+    domain, users = delete_domain(settings, writer, args.domain, args.force)
+    data = {**domain.as_dict(), "deleted_users": [u.mail for u in users]}
+    _emit(args, data, [f"domain {domain.name} deleted with {len(users)} users"])
+    return EXIT_OK
+
+
+# -- user -----------------------------------------------------------------------------------
+
+
+def user_add(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.users import add_user
+
+    password = read_password(args.password_file)
+    user = add_user(settings, writer, args.address, password, args.host)
+    _emit(args, user.as_dict(), [f"{user.mail} added as {user.uid} on {user.host}"])
+    return EXIT_OK
+
+
+def user_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.users import delete_user
+
+    user, removed = delete_user(settings, writer, args.login)
+    data = {**user.as_dict(), "messages_removed": removed}
+    _emit(args, data, [f"{user.mail} deleted ({removed} messages removed from {user.host})"])
+    return EXIT_OK
+
+
+def user_passwd(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.users import find_user, set_password
+
+    find_user(settings, writer, args.login)  # "no such user" before asking for a password
+    user = set_password(settings, writer, args.login, read_password(args.password_file))
+    _emit(args, user.as_dict(), [f"password of {user.mail} changed"])
+    return EXIT_OK
+
+
+def user_list(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.users import list_users
+
+    users = list_users(settings, writer, args.domain)
+    lines = [
+        f"{u.mail}\t{u.uid}\t{u.host}" + ("\tlogins disabled" if u.login_disabled else "")
+        for u in users
+    ]
+    _emit(args, {"users": [u.as_dict() for u in users]}, lines)
+    return EXIT_OK
+
+
+def user_show(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.users import find_user
+
+    user = find_user(settings, writer, args.login)
+    data = user.as_dict()
+    _emit(args, data, [f"{key}: {value}" for key, value in data.items()])
+    return EXIT_OK
+
+
+def user_move(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.move import move_user
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\rcopied {done}/{total} messages", end="", file=sys.stderr, flush=True)
+
+    report = move_user(settings, writer, args.login, args.to, args.force, progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    line = (
+        f"{report.uid} moved from {report.source} to {report.target}: {report.messages} "
+        f"messages in {len(report.folders)} folders, {report.seconds:.1f} s"
+    )
+    _emit(args, report.as_dict(), [line])
+    return EXIT_OK
+
+
+# -- dns ------------------------------------------------------------------------------------
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A zone file is read by named at any moment: it must never be seen half-written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent or Path("."), prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dns_export(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.dns import check_domain, render_zone
+    from directory.provision.dnsstore import read_zone
+
+    domain = check_domain(args.domain)
+    zone = read_zone(writer, domain)
+    if zone.soa is None:
+        raise ProvisionError(f"domain {domain} has no DNS data (no SOA)")
+    text = render_zone(domain, zone.soa, zone.records)
+    if args.output:
+        try:
+            _write_atomically(Path(args.output), text)
+        except OSError as exc:
+            raise UsageError(f"-o {args.output}: {exc.strerror}") from None
+        _emit(
+            args,
+            {"domain": domain, "serial": zone.soa.serial, "file": args.output},
+            [f"zone {domain} (serial {zone.soa.serial}) written to {args.output}"],
+        )
+    elif args.json:
+        _emit(args, {"domain": domain, "serial": zone.soa.serial, "zone": text}, [])
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def dns_set(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.dns import check_domain
+    from directory.provision.dnsstore import set_record
+
+    domain = check_domain(args.domain)
+    change = set_record(writer, domain, args.name, args.type, " ".join(args.value), date.today())
+    return _dns_report(args, change, "set" if change.changed else "unchanged")
+
+
+def dns_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.dns import check_domain
+    from directory.provision.dnsstore import delete_record
+
+    domain = check_domain(args.domain)
+    value = " ".join(args.value) if args.value else None
+    change = delete_record(writer, domain, args.name, args.type, value, date.today())
+    return _dns_report(args, change, "deleted")
+
+
+def _dns_report(args: argparse.Namespace, change: Any, what: str) -> int:
+    data = {
+        "domain": change.domain,
+        "name": change.owner,
+        "type": change.rtype,
+        "values": change.values,
+        "changed": change.changed,
+        "serial": change.serial,
+    }
+    line = f"{change.owner} {change.rtype} {what} in {change.domain}"
+    if change.changed:
+        line += f" (serial {change.serial})"
+    _emit(args, data, [line])
+    return EXIT_OK
+
+
+# -- import ---------------------------------------------------------------------------------
+
+
+def import_csv(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    from directory.provision.csvimport import RowResult, import_users
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{args.file}: {getattr(exc, 'strerror', None) or exc}") from None
+
+    def show(result: RowResult) -> None:
+        if not args.json:
+            extra = f" on {result.host}" if result.host and result.status == "created" else ""
+            why = f": {result.error}" if result.error else ""
+            stream = sys.stderr if result.status == "failed" else sys.stdout
+            print(f"line {result.line}: {result.address} {result.status}{extra}{why}", file=stream)
+
+    results = import_users(settings, writer, text, show)
+    totals = {s: sum(r.status == s for r in results) for s in ("created", "skipped", "failed")}
+    summary = ", ".join(f"{n} {s}" for s, n in totals.items())
+    _emit(args, {**totals, "rows": [r.as_dict() for r in results]}, [summary])
+    failed = [r.exit_code for r in results if r.status == "failed"]
+    return max(failed) if failed else EXIT_OK
+
+
+# -- argparse -------------------------------------------------------------------------------
+
+
+def _leaf(
+    group: Any,
+    name: str,
+    help_text: str,
+    action: Action,
+    add_config: Callable[[argparse.ArgumentParser], None],
+) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = group.add_parser(name, help=help_text, description=help_text)
+    add_config(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=_command(action))
+    return p
+
+
+def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``domain``, ``user``, ``dns`` and ``import`` to the ``mailfarm`` command."""
+    many = {"action": "extend", "nargs": "+", "default": []}
+
+    group = subparsers.add_parser("domain", help="add, list and delete mail domains")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _leaf(sub, "add", "add a domain: its LDAP branch and DNS data", domain_add, add_config)
+    p.add_argument("domain", help="e.g. example.co.uk")
+    p.add_argument(
+        "--mx", metavar="HOST:PRIO", help="mail exchanger ([provision] default_mx)", **many
+    )
+    p.add_argument("--ns", metavar="HOST", help="name server ([provision] default_ns)", **many)
+    p.add_argument("--a", metavar="NAME:IP", help="address record, @ for the apex", **many)
+    _leaf(sub, "list", "list domains with their number of users", domain_list, add_config)
+    p = _leaf(sub, "del", "delete a domain (refused while it has users)", domain_del, add_config)
+    p.add_argument("domain")
+    p.add_argument("--force", action="store_true", help="delete its users and mailboxes first")
+
+    group = subparsers.add_parser("user", help="add, delete, list, show and move users")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _leaf(sub, "add", "add a user: entry and mailbox", user_add, add_config)
+    p.add_argument("address", help="e.g. alice@example.co.uk (uid alice_example_co_uk)")
+    p.add_argument("--password-file", metavar="F", help="read the password from F (- = stdin)")
+    p.add_argument(
+        "--host", metavar="H", help="backend (default: fewest users of [provision] hosts)"
+    )
+    p = _leaf(sub, "del", "delete a user's mailbox and entry", user_del, add_config)
+    p.add_argument("login", help="uid or address")
+    p = _leaf(sub, "passwd", "set a user's password", user_passwd, add_config)
+    p.add_argument("login", help="uid or address")
+    p.add_argument("--password-file", metavar="F", help="read the password from F (- = stdin)")
+    p = _leaf(sub, "list", "list users", user_list, add_config)
+    p.add_argument("--domain", metavar="D", help="only the users of domain D")
+    p = _leaf(sub, "show", "show one user's entry", user_show, add_config)
+    p.add_argument("login", help="uid or address")
+    p = _leaf(sub, "move", "move a mailbox to another backend", user_move, add_config)
+    p.add_argument("login", help="uid or address")
+    p.add_argument("--to", required=True, metavar="HOST", help="the new mailHost")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="move even if logins are disabled (an interrupted move) and replace "
+        "whatever the target holds for the user",
+    )
+
+    group = subparsers.add_parser("dns", help="export and edit a domain's DNS data")
+    sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _leaf(sub, "export", "print the domain's BIND zone", dns_export, add_config)
+    p.add_argument("domain")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the zone to FILE instead")
+    p = _leaf(sub, "set", "add a record (a CNAME replaces)", dns_set, add_config)
+    p.add_argument("domain")
+    p.add_argument("name", help="@ for the apex, www, *, ...")
+    p.add_argument("type", help="A, MX, NS, CNAME or SOA")
+    p.add_argument("value", nargs="+", help="e.g. 192.0.2.1, '10 mx1.example.com', host.")
+    p = _leaf(
+        sub, "del", "delete a record (all of TYPE at NAME without VALUE)", dns_del, add_config
+    )
+    p.add_argument("domain")
+    p.add_argument("name")
+    p.add_argument("type")
+    p.add_argument("value", nargs="*")
+
+    p = _leaf(
+        subparsers,
+        "import",
+        "create users from CSV: address,password[,host]",
+        import_csv,
+        add_config,
+    )
+    p.add_argument("file", metavar="FILE.csv")

@@ -1,0 +1,147 @@
+"""Mail domains: ``dc=<domain>,ou=domains,<base>`` with ``ou=users`` and DNS data under it.
+
+The domain entry is what the rest of the farm keys on (``associatedDomain`` for Postfix's
+"is this domain ours?", the branch for users), so it is created first and removed last;
+its DNS data follows the layout in :mod:`.dns`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from ldap3.utils.dn import parse_dn
+
+from directory.provision import NotFound, ProvisionError, Refused
+from directory.provision.dns import (
+    APEX,
+    ATTRIBUTES,
+    a_option,
+    absolute,
+    check_domain,
+    initial_soa,
+    mx_value,
+)
+from directory.provision.dnsstore import domain_dn, name_dn
+from directory.provision.ldapwrite import LdapWriter
+from directory.provision.users import User, delete_user, list_users
+from proxy.config import Settings
+
+DOMAIN_CLASSES = ("dNSDomain", "domainRelatedObject")
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+    dn: str
+    users: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {"domain": self.name, "dn": self.dn, "users": self.users}
+
+
+def dns_attributes(
+    domain: str, mx: Sequence[str], ns: Sequence[str], a: Sequence[str], today: date
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(apex attributes, owner → A values of other names) for a new domain (pure)."""
+    ns_values = [absolute(host, domain) for host in ns]
+    mx_values = [mx_value(text, domain) for text in mx]
+    names: dict[str, list[str]] = {}
+    for text in a:
+        owner, ip = a_option(text, domain)
+        if ip not in names.setdefault(owner, []):
+            names[owner].append(ip)
+    apex: dict[str, list[str]] = {
+        ATTRIBUTES["SOA"]: [initial_soa(domain, ns_values, today).value()]
+    }
+    for rtype, values in (("NS", ns_values), ("MX", mx_values), ("A", names.pop(APEX, []))):
+        if values:
+            apex[ATTRIBUTES[rtype]] = list(dict.fromkeys(values))
+    return apex, names
+
+
+def add_domain(
+    settings: Settings,
+    writer: LdapWriter,
+    name: str,
+    mx: Sequence[str],
+    ns: Sequence[str],
+    a: Sequence[str],
+    today: date,
+) -> Domain:
+    """Create the domain branch; ``mx``/``ns`` default to ``[provision] default_mx/_ns``."""
+    domain = check_domain(name)
+    apex, names = dns_attributes(
+        domain,
+        list(mx) or list(settings.provision.default_mx),
+        list(ns) or list(settings.provision.default_ns),
+        a,
+        today,
+    )
+    dn = domain_dn(writer, domain)
+    if writer.get(dn, ("1.1",)) is not None:
+        raise Refused(f"domain {domain} exists already")
+    if writer.get(writer.domains_dn, ("1.1",)) is None:
+        writer.add(writer.domains_dn, ["organizationalUnit"], {"ou": "domains"})
+    writer.add(dn, DOMAIN_CLASSES, {"dc": domain, "associatedDomain": domain, **apex})
+    try:
+        writer.add(f"ou=users,{dn}", ["organizationalUnit"], {"ou": "users"})
+        for owner, ips in names.items():
+            writer.add(name_dn(dn, owner), ["dNSDomain"], {"dc": owner, ATTRIBUTES["A"]: ips})
+    except ProvisionError:
+        writer.delete_subtree(dn)  # all or nothing: no half-made domain
+        raise
+    return Domain(domain, dn, 0)
+
+
+def _domain_of(dn: str) -> str | None:
+    """The domain a user DN sits in: the ``dc`` just above ``ou=domains``."""
+    parts = parse_dn(dn)
+    for i in range(1, len(parts)):
+        attr, value, _ = parts[i]
+        if attr.lower() == "ou" and value.lower() == "domains":
+            prev = parts[i - 1]
+            return prev[1].lower() if prev[0].lower() == "dc" else None
+    return None
+
+
+def list_domains(writer: LdapWriter) -> list[Domain]:
+    """Every domain with its number of users (one search for all users, not one per domain)."""
+    base = writer.domains_dn
+    try:
+        entries = list(writer.search(base, "(objectClass=domainRelatedObject)", "one", ("dc",)))
+        users = writer.search(base, "(objectClass=inetLocalMailRecipient)", "sub", ("1.1",))
+        counts: dict[str, int] = {}
+        for user in users:
+            domain = _domain_of(user.dn)
+            if domain:
+                counts[domain] = counts.get(domain, 0) + 1
+    except NotFound:  # no ou=domains yet: no domains
+        return []
+    domains = []
+    for entry in entries:
+        name = (entry.first("dc") or "").lower()
+        domains.append(Domain(name, entry.dn, counts.get(name, 0)))
+    return sorted(domains, key=lambda d: d.name)
+
+
+def delete_domain(
+    settings: Settings, writer: LdapWriter, name: str, force: bool
+) -> tuple[Domain, list[User]]:
+    """Remove the domain branch; with ``force`` its users (mailboxes first) before it.
+
+    Without ``force`` a domain with users is refused: deleting mail is never a side effect.
+    """
+    domain = check_domain(name)
+    dn = domain_dn(writer, domain)
+    users = list_users(settings, writer, domain)  # NotFound if there is no such domain
+    if users and not force:
+        raise Refused(
+            f"domain {domain} has {len(users)} users; delete them first, "
+            "or use --force to delete them with their mailboxes"
+        )
+    for user in users:
+        delete_user(settings, writer, user.uid)
+    writer.delete_subtree(dn)
+    return Domain(domain, dn, len(users)), users

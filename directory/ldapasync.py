@@ -249,12 +249,17 @@ class AsyncLdapSource:
         self._bind_loop()
         async with self._auth_slots:
             for attempt in (1, 2):
-                conn = self._idle_auth.pop() if self._idle_auth else await self._open(False)
+                conn = self._idle_auth_connection() if attempt == 1 else None
+                if conn is None:
+                    conn = await self._open(False)
                 try:
                     async with asyncio.timeout(self._settings.timeout):
                         done, _ = await conn.request(lambda i: bind_request(i, dn, raw))
                 except (_Broken, TimeoutError) as exc:
                     conn.fail("abandoned")
+                    # The server probably restarted: every idle connection is as dead as
+                    # this one, so the retry must use a new connection, not another of them.
+                    self._drop_idle_auth()
                     if attempt == 2:
                         raise DirectoryUnavailable(
                             f"LDAP bind failed: {exc or 'timeout'}"
@@ -268,6 +273,18 @@ class AsyncLdapSource:
                     return False
                 raise DirectoryUnavailable(f"bind failed: result {code} {done.diagnostic}")
         raise AssertionError("unreachable")
+
+    def _idle_auth_connection(self) -> LdapConnection | None:
+        while self._idle_auth:
+            conn = self._idle_auth.pop()
+            if not conn.broken:  # the server may have closed it while it sat idle
+                return conn
+        return None
+
+    def _drop_idle_auth(self) -> None:
+        idle, self._idle_auth = self._idle_auth, []
+        for conn in idle:
+            conn.fail("dropped after a sibling broke")
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():

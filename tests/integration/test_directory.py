@@ -262,3 +262,21 @@ def test_auth_cache_skips_bind_and_survives_ldap_outage(farm: Farm, tmp_path: Pa
         run(go())
     finally:
         d.close()
+
+
+def test_native_pool_recovers_after_ldap_restart(farm: Farm, tmp_path: Path) -> None:
+    """Several pooled bind connections all die with slapd; the next login must not fail."""
+    settings = load_config(config_file(tmp_path, farm, "ldap", pool_size=4)).directory
+    d = Directory(settings)
+    alice = farm.user("alice@example.co.uk")
+
+    async def go() -> None:
+        logins = [d.authenticate(alice.address, alice.password) for _ in range(8)]
+        assert all(r.ok for r in await asyncio.gather(*logins))
+        assert len(d.source._idle_auth) >= 2  # type: ignore[attr-defined]
+        farm.stop_ldap()
+        farm.start_ldap()
+        assert (await d.authenticate(alice.address, alice.password)).ok
+        d.close()
+
+    run(go())

@@ -256,6 +256,16 @@ class Farm:
     def stop_backend(self, name: str) -> None:
         self._dovecots[name].stop()
 
+    def pids(self) -> dict[str, int]:
+        """Process ids of slapd ("ldap") and each Dovecot master, for CPU/memory accounting."""
+        out: dict[str, int] = {}
+        if self._slapd is not None and self._slapd._proc is not None:
+            out["ldap"] = self._slapd._proc.pid
+        for name, dovecot in self._dovecots.items():
+            if dovecot._proc is not None:
+                out[name] = dovecot._proc.pid
+        return out
+
     def kill_backend(self, name: str) -> None:
         """Kill a backend abruptly (SIGKILL to its whole process group), as a crash or a
         pulled cable would: its sessions drop without a BYE. ``start_backend`` revives it."""

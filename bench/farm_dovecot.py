@@ -37,7 +37,7 @@ from bench.pki import Pki
 MAIL_USER = "mail"
 DH_PARAMS = Path("/usr/share/dovecot/dh.pem")
 #: Per-protocol ceiling on mail processes (imap and pop3 each use one process per session).
-PROCESS_LIMIT = 4000
+PROCESS_LIMIT = 5000
 #: Login processes each serve up to default_client_limit clients (service_count = 0), and LMTP
 #: deliveries are short: neither needs thousands of processes.
 LOGIN_PROCESS_LIMIT = 100

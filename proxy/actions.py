@@ -8,8 +8,9 @@ I/O, so every protocol's login phase is unit-testable without a socket.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from proxy.sasl import Credentials
 
@@ -68,6 +69,31 @@ class DialogueEnv:
     plaintext_allowed: bool  # trusted network or [proxy] plaintext_auth
     max_line: int
     max_literal: int
+
+
+E = TypeVar("E")
+
+# After one of these the dialogue must wait for the core before reading further input.
+_STOPPING = (Authenticate, StartTls, Close)
+
+
+def run_events(
+    next_event: Callable[[], E | None],
+    handle: Callable[[E], list[Action]],
+    reading: Callable[[], bool],
+) -> list[Action]:
+    """The loop every dialogue's ``resume`` runs: take parser events while the dialogue is
+    reading, stop after an action the core must carry out first (pipelined input stays
+    buffered in the parser for later, or for the backend)."""
+    actions: list[Action] = []
+    while reading():
+        event = next_event()
+        if event is None:
+            break
+        actions.extend(handle(event))
+        if actions and isinstance(actions[-1], _STOPPING):
+            break
+    return actions
 
 
 class Dialogue(Protocol):

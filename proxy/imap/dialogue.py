@@ -26,6 +26,7 @@ from proxy.actions import (
     Failure,
     Send,
     StartTls,
+    run_events,
 )
 from proxy.imap.parser import (
     Command,
@@ -125,15 +126,10 @@ class ImapDialogue:
     def resume(self) -> list[Action]:
         if self.state is State.WAITING:
             self.state = State.COMMANDS
-        actions: list[Action] = []
-        while self.state in (State.COMMANDS, State.SASL):
-            event = self.reader.next_event()
-            if event is None:
-                break
-            actions.extend(self._event(event))
-            if actions and isinstance(actions[-1], Authenticate | StartTls | Close):
-                break
-        return actions
+        return run_events(self.reader.next_event, self._event, self._reading)
+
+    def _reading(self) -> bool:
+        return self.state in (State.COMMANDS, State.SASL)
 
     def _event(self, event: object) -> list[Action]:
         if isinstance(event, Command):

@@ -36,6 +36,7 @@ from proxy.actions import (
     Failure,
     Send,
     StartTls,
+    run_events,
 )
 from proxy.pop3.parser import Command, LineReader, TooLong, parse_command
 from proxy.sasl import (
@@ -146,15 +147,10 @@ class Pop3Dialogue:
     def resume(self) -> list[Action]:
         if self.state is State.WAITING:
             self.state = State.COMMANDS
-        actions: list[Action] = []
-        while self.state in (State.COMMANDS, State.SASL):
-            event = self.reader.next_line()
-            if event is None:
-                break
-            actions.extend(self._event(event))
-            if actions and isinstance(actions[-1], Authenticate | StartTls | Close):
-                break
-        return actions
+        return run_events(self.reader.next_line, self._event, self._reading)
+
+    def _reading(self) -> bool:
+        return self.state in (State.COMMANDS, State.SASL)
 
     def _event(self, event: bytes | TooLong) -> list[Action]:
         if isinstance(event, TooLong):

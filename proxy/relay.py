@@ -82,6 +82,7 @@ class Relay:
         "client",
         "clock",
         "farewell",
+        "idle_goodbye",
         "idle_timeout",
         "last_activity",
         "reason",
@@ -95,9 +96,11 @@ class Relay:
         on_done: Callable[[Relay], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         farewell: Farewell | None = None,
+        idle_goodbye: bytes = b"",
     ) -> None:
         self.clock = clock
         self.farewell = farewell
+        self.idle_goodbye = idle_goodbye
         self.last_activity = clock()
         self.idle_timeout = idle_timeout
         self.bytes_up = 0
@@ -135,6 +138,8 @@ class Relay:
         if self.reason is not None:
             return
         if self.clock() - self.last_activity >= self.idle_timeout:
+            if self.idle_goodbye and self.client.transport is not None:
+                self.client.transport.write(self.idle_goodbye)
             self.finish("idle-timeout")
         else:
             self._arm()

@@ -316,6 +316,7 @@ def _start_relay(
         env.proxy.idle_timeout,
         on_done,
         farewell=dialect.farewell,
+        idle_goodbye=dialect.bye(Failure.TIMEOUT),
     )
     env.sessions.relays.add(relay)
     env.sessions.records[relay] = record

@@ -55,3 +55,23 @@ def test_per_address_limit_with_trusted_exemption(farm: Farm, tmp_path: Path) ->
             w.close()
         proc.stop()
     assert "connection limit" in proc.log_text()
+
+
+def test_idle_proxied_session_is_closed_with_bye(farm: Farm, tmp_path: Path) -> None:
+    ports = ProxyPorts()
+    sections = farm_config(farm, ports, proxy={"idle_timeout": 1.0})
+    sections.pop("pop3", None)
+    proc = MailfarmProcess(tmp_path, sections, "idle").start()
+    user = farm.user("carol@example.com")
+    try:
+        with Wire(ports.imap) as w:
+            w.line()
+            w.send(b"a1 LOGIN " + user.uid.encode() + b" " + user.password.encode() + b"\r\n")
+            w.until(b"a1 OK")
+            started = time.monotonic()
+            assert w.line().startswith(b"* BYE Disconnected for inactivity")
+            assert w.closed()
+            assert time.monotonic() - started < 20  # bounded, not the 30-minute default
+    finally:
+        proc.stop()
+    assert "outcome=ok:idle-timeout" in proc.log_text()

@@ -13,6 +13,7 @@ import pytest
 
 from bench.farm import Farm
 from tests.integration.imapwire import Wire
+from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("farm")
 
@@ -341,9 +342,11 @@ def test_literal_password_with_crlf_is_data(farm: Farm, proxy) -> None:  # type:
             assert w.line().startswith(b"a2 OK")
     finally:
         farm.set_password(user.address, user.password)
-    time.sleep(0.2)
     # The backend saw the whole literal as the password ...
-    assert log.read_text(errors="replace").count("password having illegal chars") == before + 1
+    assert eventually(
+        lambda: log.read_text(errors="replace").count("password having illegal chars")
+        == before + 1
+    )
     # ... and never ran the command hidden in it.
     d = direct(farm, user.backend)
     d.login(user.uid, user.password)
@@ -370,7 +373,7 @@ def test_session_log_line_has_no_password(farm: Farm, proxy) -> None:  # type: i
     client = imap(proxy)
     client.login(user.address, user.password)
     client.logout()
-    time.sleep(0.3)
+    assert eventually(lambda: f"uid={user.uid}" in proxy.process.log_text())
     log = proxy.process.log_text()
     assert user.password not in log
     lines = [line for line in log.splitlines() if f"uid={user.uid}" in line and "session" in line]

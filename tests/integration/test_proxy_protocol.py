@@ -18,6 +18,7 @@ from bench.farm import Farm
 from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
 from proxy.proxyproto import build_v1, build_v2
 from tests.integration.imapwire import Wire
+from tests.integration.waiting import eventually
 
 TRUSTED_CLIENT = "10.1.2.3"
 REMOTE_CLIENT = "192.0.2.7"
@@ -71,7 +72,7 @@ def test_header_sets_the_client_address(farm: Farm, instances, build) -> None:  
     # ... a remote one may not, although both arrive from 127.0.0.1.
     with connect(port, build(REMOTE_CLIENT, 40001, "127.0.0.1", port)) as w:
         assert b"LOGINDISABLED" in w.line()
-    time.sleep(0.2)
+    assert eventually(lambda: f"client={REMOTE_CLIENT}:40001" in proc.log_text())
     assert f"client={TRUSTED_CLIENT}:40000" in proc.log_text()
     assert f"client={REMOTE_CLIENT}:40001" in proc.log_text()
     # The backend was told the real client address too.
@@ -96,7 +97,7 @@ def test_untrusted_sender_and_garbage_are_refused(instances) -> None:  # type: i
         assert w.closed() and w.buf == b""
     with connect(port, b"GET / HTTP/1.0\r\n\r\n") as w:
         assert w.closed() and w.buf == b""
-    time.sleep(0.2)
+    assert eventually(lambda: "bad PROXY header from 127.0.0.1" in proc.log_text())
     assert "PROXY header from untrusted 127.0.0.5" in proc.log_text()
     assert "bad PROXY header from 127.0.0.1" in proc.log_text()
 
@@ -148,7 +149,12 @@ def test_haproxy_in_front_of_two_instances(farm: Farm, instances, tmp_path: Path
                 w.sock = ctx.wrap_socket(w.sock, server_hostname="127.0.0.1")
                 w.send(b"a2 LOGIN " + user.uid.encode() + b" " + user.password.encode() + b"\r\n")
                 assert w.until(b"a2 ")[-1].startswith(b"a2 OK")
-        time.sleep(0.3)
+        assert eventually(
+            lambda: all(
+                f"client=127.0.0.{20 + i}:" in proc1.log_text() + proc2.log_text()
+                for i in range(6)
+            )
+        )
         logs = proc1.log_text() + proc2.log_text()
         # Both instances served clients, and saw the real client addresses, not HAProxy's.
         for proc in (proc1, proc2):

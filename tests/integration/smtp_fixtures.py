@@ -7,8 +7,11 @@ mailfarm instance trusts nobody, so passwords need TLS there (as on a real port 
 
 from __future__ import annotations
 
+import functools
 import imaplib
 import secrets
+import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from typing import Any
 import pytest
 
 from bench.farm import Farm, FarmUser
+from bench.farm_ldap import SBIN_PATH, binary
 from bench.farm_postfix import PostfixInstance, missing_postfix_binaries
 from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
 
@@ -169,3 +173,25 @@ def other_backend(farm: Farm, user: FarmUser) -> str:
 
 def workdir_of(running: RunningSmtpProxy) -> Path:
     return running.process.workdir
+
+
+@functools.lru_cache(maxsize=1)
+def _postmap_config() -> Path:
+    """A config directory of our own for postmap: it insists on reading main.cf, and a
+    machine whose Postfix package was installed unconfigured has none in /etc/postfix."""
+    directory = Path(tempfile.mkdtemp(prefix="mailfarm-postmap-"))
+    (directory / "main.cf").write_text("# postmap needs a main.cf; defaults are fine\n")
+    return directory
+
+
+def postmap(key: str, table: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``postmap -q KEY TABLE`` (KEY ``-``: keys from ``stdin``), Postfix's own client of a
+    lookup table."""
+    return subprocess.run(
+        [binary("postmap"), "-c", str(_postmap_config()), "-q", key, table],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": SBIN_PATH},
+    )

@@ -4,34 +4,23 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import subprocess
 import time
 
 import pytest
 
 from bench.farm import Farm
-from bench.farm_ldap import SBIN_PATH, binary
 from bench.farm_postfix import PostfixInstance
 from tests.integration.smtp_fixtures import (
     RunningSmtpProxy,
     message,
     on_backend,
     other_backend,
+    postmap,
     token,
     wait_in_mailbox,
 )
 
 pytestmark = pytest.mark.usefixtures("farm")
-
-
-def postmap(key: str, table: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [binary("postmap"), "-q", key, table],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": SBIN_PATH},
-    )
 
 
 def socketmap(smtp_proxy: RunningSmtpProxy, name: str) -> str:
@@ -128,14 +117,7 @@ def test_ldap_down_is_a_temporary_error(farm: Farm, smtp_proxy: RunningSmtpProxy
 def test_many_requests_on_one_connection(farm: Farm, smtp_proxy: RunningSmtpProxy) -> None:
     """What postmap -q - and Postfix's long-lived clients do: pipelined, in order."""
     keys = ["alice@example.co.uk", "nobody@example.co.uk", "bob@example.co.uk"] * 5
-    result = subprocess.run(
-        [binary("postmap"), "-q", "-", socketmap(smtp_proxy, "transport")],
-        input="".join(f"{k}\n" for k in keys),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": SBIN_PATH},
-    )
+    result = postmap("-", socketmap(smtp_proxy, "transport"), "".join(f"{k}\n" for k in keys))
     lines = result.stdout.splitlines()
     assert [line.split("\t")[0] for line in lines] == [k for k in keys if "nobody" not in k]
     assert all(("127.0.0.2" in line) == line.startswith("alice") for line in lines)

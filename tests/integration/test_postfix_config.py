@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.farm import Farm
-from bench.farm_ldap import SBIN_PATH, binary
-from tests.integration.smtp_fixtures import RunningSmtpProxy
+from tests.integration.smtp_fixtures import RunningSmtpProxy, postmap
 
 pytestmark = pytest.mark.usefixtures("farm")
 
@@ -48,13 +47,7 @@ def mailfarm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def query(key: str, table: str) -> tuple[int, str]:
-    result = subprocess.run(
-        [binary("postmap"), "-q", key, table],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": SBIN_PATH},
-    )
+    result = postmap(key, table)
     assert result.stderr == "", result.stderr
     return result.returncode, result.stdout.strip()
 

@@ -105,6 +105,7 @@ LOOKUP_KEYS = {
     "listen": Key("listen", ()),
     "tcp_listen": Key("listen", ()),
     "transport": Key("str", "lmtp:inet:{host}:24"),
+    "tcp_map": Key("str", "transport", one_of("domains", "mailboxes", "transport", "aliases")),
     "recipient_delimiter": Key("str", "+"),
 }
 
@@ -233,6 +234,7 @@ class LookupSettings:
     listen: Listen
     tcp_listen: Listen
     transport: str
+    tcp_map: str
     recipient_delimiter: str
 
 

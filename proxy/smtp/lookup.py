@@ -13,7 +13,7 @@ the same moment as for logins. When the directory cannot answer, the reply is a 
 error, so Postfix defers and keeps the mail rather than bouncing it.
 
 tcp_table(5) has no map name in its requests, so a ``tcp_listen`` socket serves one map:
-``transport``, the one sites most often point at a TCP table.
+``[lookup] tcp_map``, by default ``transport``, the one sites most often point at a TCP table.
 
 Each connection is an :class:`asyncio.Protocol`; a task exists only while requests are
 being answered, so thousands of idle Postfix connections cost no tasks. Requests on one
@@ -50,7 +50,6 @@ from proxy.smtp.maps import (
 
 log = logging.getLogger("mailfarm.lookup")
 
-TCP_TABLE_MAP = "transport"
 _MAX_PENDING = 16  # requests queued on one connection before we stop reading from it
 
 
@@ -141,8 +140,9 @@ class SocketmapCodec:
 class TcpTableCodec:
     kind = "tcp"
 
-    def __init__(self) -> None:
+    def __init__(self, map_name: str = "transport") -> None:
         self._decoder = tcptable.LineDecoder()
+        self._map = map_name
 
     def feed(self, data: bytes) -> list[bytes]:
         return self._decoder.feed(data)
@@ -152,7 +152,7 @@ class TcpTableCodec:
             get = tcptable.parse_request(request)
         except tcptable.TcpTableError as exc:
             return tcptable.reply(400, str(exc).encode()), Status.PERM
-        answer = await service.answer(TCP_TABLE_MAP, get.key)
+        answer = await service.answer(self._map, get.key)
         _, status = render(answer)
         text = answer.text.encode("utf-8", "replace")
         return tcptable.reply(status, text or b"not found"), answer.status
@@ -280,8 +280,8 @@ async def start(settings: Settings, env: CoreEnv) -> list[asyncio.AbstractServer
     for host, port in s.tcp_listen:
         servers.append(
             await loop.create_server(
-                lambda: MapProtocol(service, TcpTableCodec(), idle), host, port
+                lambda: MapProtocol(service, TcpTableCodec(s.tcp_map), idle), host, port
             )
         )
-        log.info("tcp_table lookup service (%s map) on %s:%d", TCP_TABLE_MAP, host, port)
+        log.info("tcp_table lookup service (%s map) on %s:%d", s.tcp_map, host, port)
     return servers

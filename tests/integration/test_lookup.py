@@ -5,11 +5,13 @@ from __future__ import annotations
 import smtplib
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
 from bench.farm import Farm
 from bench.farm_postfix import PostfixInstance
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
 from tests.integration.smtp_fixtures import (
     RunningSmtpProxy,
     message,
@@ -208,3 +210,19 @@ async def test_domain_check_on_each_ldap_driver(farm: Farm, driver: str, tmp_pat
         assert not await check.hosted("never-asked.test")  # reconnects by itself
     finally:
         directory.close()
+
+
+def test_tcp_map_chooses_what_a_tcp_table_serves(farm: Farm, tmp_path: Path) -> None:
+    port = free_port()
+    sections = farm_config(
+        farm, ProxyPorts(), lookup={"tcp_listen": [f"127.0.0.1:{port}"], "tcp_map": "mailboxes"}
+    )
+    proc = MailfarmProcess(tmp_path, sections, "tcpmap").start()
+    try:
+        alice = farm.user("alice@example.co.uk")
+        result = postmap("Alice+x@Example.co.uk", f"tcp:127.0.0.1:{port}")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == alice.uid
+    finally:
+        proc.stop()
+    assert "tcp_table lookup service (mailboxes map)" in proc.log_text()

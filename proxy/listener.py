@@ -64,7 +64,8 @@ class _Accepted(Conn):
         self._on_made(self)
 
 
-def _addr(transport: asyncio.BaseTransport, key: str) -> tuple[str, int]:
+def transport_address(transport: asyncio.BaseTransport, key: str) -> tuple[str, int]:
+    """(ip, port) of ``peername`` or ``sockname``; ``("unknown", 0)`` if it has none."""
     value = transport.get_extra_info(key)
     if isinstance(value, tuple) and len(value) >= 2:
         return str(value[0]), int(value[1])
@@ -89,8 +90,8 @@ async def _accept(
     conn: Conn, dialect: Dialect, env: CoreEnv, implicit_tls: bool, proxied: bool
 ) -> None:
     assert conn.transport is not None
-    ip, cport = _addr(conn.transport, "peername")
-    lip, lport = _addr(conn.transport, "sockname")
+    ip, cport = transport_address(conn.transport, "peername")
+    lip, lport = transport_address(conn.transport, "sockname")
     if proxied:
         # Only our own load balancers may say who the client is; anyone else could forge it.
         if not is_trusted(ip, env.proxy.haproxy_trusted_networks):

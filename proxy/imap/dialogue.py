@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import enum
+from collections.abc import Callable
 
 from proxy.actions import (
     Action,
@@ -234,24 +235,27 @@ class ImapDialogue:
             return [Send(self._tagged(b"NO [CANNOT] Unsupported authentication mechanism."))]
         try:
             self.sasl = SaslExchange(mech, initial)  # type: ignore[arg-type]
-            return self._sasl_result(self.sasl.start())
-        except SaslCancelled:
-            self._end_sasl()
-            return [Send(self._tagged(b"BAD Authentication cancelled."))]
         except SaslError as exc:
-            self._end_sasl()
-            return [Send(self._tagged(b"BAD " + str(exc).encode("ascii", "replace")[:200]))]
+            return self._sasl_failed(exc)
+        return self._sasl_guarded(self.sasl.start)
 
     def _sasl_step(self, line: bytes) -> list[Action]:
-        assert self.sasl is not None
+        sasl = self.sasl
+        assert sasl is not None
+        return self._sasl_guarded(lambda: sasl.step(line))
+
+    def _sasl_guarded(self, step: Callable[[], Challenge | Credentials]) -> list[Action]:
         try:
-            return self._sasl_result(self.sasl.step(line))
-        except SaslCancelled:
-            self._end_sasl()
-            return [Send(self._tagged(b"BAD Authentication cancelled."))]
+            return self._sasl_result(step())
         except SaslError as exc:
-            self._end_sasl()
-            return [Send(self._tagged(b"BAD " + str(exc).encode("ascii", "replace")[:200]))]
+            return self._sasl_failed(exc)
+
+    def _sasl_failed(self, exc: SaslError) -> list[Action]:
+        """RFC 9051: a cancelled or malformed exchange ends with a tagged BAD."""
+        self._end_sasl()
+        if isinstance(exc, SaslCancelled):
+            return [Send(self._tagged(b"BAD Authentication cancelled."))]
+        return [Send(self._tagged(b"BAD " + str(exc).encode("ascii", "replace")[:200]))]
 
     def _sasl_result(self, result: Challenge | Credentials) -> list[Action]:
         if isinstance(result, Challenge):

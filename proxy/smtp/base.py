@@ -16,7 +16,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-from proxy.listener import is_trusted
+from proxy.listener import is_trusted, transport_address
 from proxy.session import ClientInfo, CoreEnv, SessionRecord
 
 log = logging.getLogger("mailfarm.smtp")
@@ -32,13 +32,6 @@ async def resolve_hostname(configured: str) -> str:
         return configured
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, socket.getfqdn)
-
-
-def _addr(transport: asyncio.BaseTransport, key: str) -> tuple[str, int]:
-    value = transport.get_extra_info(key)
-    if isinstance(value, tuple) and len(value) >= 2:
-        return str(value[0]), int(value[1])
-    return "unknown", 0
 
 
 class TrackedSession(SMTP):
@@ -58,8 +51,8 @@ class TrackedSession(SMTP):
         super().connection_made(transport)
         if not first:
             return
-        ip, port = _addr(transport, "peername")
-        lip, lport = _addr(transport, "sockname")
+        ip, port = transport_address(transport, "peername")
+        lip, lport = transport_address(transport, "sockname")
         trusted = is_trusted(ip, self.env.proxy.trusted_networks)
         self.client = ClientInfo(ip, port, lip, lport, trusted)
         self.record = SessionRecord(self.protocol_name, self.client)

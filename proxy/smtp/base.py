@@ -45,6 +45,7 @@ class TrackedSession(SMTP):
         self.record: SessionRecord | None = None
         self.client: ClientInfo | None = None
         self._logged = False
+        self._admitted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.client is None  # connection_made runs again after STARTTLS
@@ -55,14 +56,35 @@ class TrackedSession(SMTP):
         lip, lport = transport_address(transport, "sockname")
         trusted = is_trusted(ip, self.env.proxy.trusted_networks)
         self.client = ClientInfo(ip, port, lip, lport, trusted)
+        # Counted against [proxy] max_connections(_per_ip) like the IMAP/POP3 listeners.
+        if not self.env.limits.admit(ip, trusted):
+            log.warning("%s connection from %s refused: connection limit", self.protocol_name, ip)
+            self.env.metrics.connection_refused(self.protocol_name, "connection-limit")
+            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.close()
+            return
+        self._admitted = True
         self.record = SessionRecord(self.protocol_name, self.client)
         task = self._handler_coroutine
         if task is not None:
             self.env.sessions.preauth.add(task)
             task.add_done_callback(self.env.sessions.preauth.discard)
 
+    def eof_received(self) -> bool | None:
+        """The client closed its side: end the session. aiosmtpd cancels its handler but,
+        as a StreamReaderProtocol, keeps the transport half-open, so without this close
+        the socket, the session's log line and its connection-limit slot would linger."""
+        super().eof_received()
+        if self.transport is not None:
+            self.transport.close()
+        return False
+
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
+        if self._admitted:
+            self._admitted = False
+            assert self.client is not None
+            self.env.limits.release(self.client.ip)
         self.log_session()
 
     def session_finished(self, record: SessionRecord) -> None:

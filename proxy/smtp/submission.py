@@ -244,13 +244,18 @@ class SubmissionSession(TrackedSession):
                 await self.push(AUTH_DISABLED)
                 return
             self.route = route
+            assert self.client is not None
+            self.env.limits.login_succeeded(self.client.ip, creds.authcid)
             self.session.authenticated = True
             self.outcome = "authenticated"
             await self.push(AUTH_OK)
             return
         self.auth_failures += 1
         self.outcome = "auth-failed"
-        await asyncio.sleep(self.env.proxy.auth_failure_delay)
+        assert self.client is not None
+        # The same growing per-address and per-login delay the IMAP/POP3 core applies.
+        delay = self.env.limits.failure_delay(self.client.ip, creds.authcid, self.client.trusted)
+        await asyncio.sleep(delay)
         await self.push(AUTH_BAD)
         if self.auth_failures >= self.env.proxy.max_auth_failures:
             self.outcome = "too-many-failures"

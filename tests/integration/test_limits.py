@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.farm import Farm
 from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config
 from tests.integration.imapwire import Wire
+from tests.integration.waiting import eventually
 
 
 def open_from(port: int, source: str) -> Wire:
@@ -75,3 +76,43 @@ def test_idle_proxied_session_is_closed_with_bye(farm: Farm, tmp_path: Path) -> 
     finally:
         proc.stop()
     assert "outcome=ok:idle-timeout" in proc.log_text()
+
+
+def test_submission_counts_against_the_same_limits(farm: Farm, tmp_path: Path) -> None:
+    import smtplib
+
+    from bench.proxyproc import free_port
+
+    port = free_port()
+    sections = farm_config(
+        farm,
+        ProxyPorts(),
+        trusted=False,
+        proxy={"max_connections_per_ip": 1},
+        submission={"listen": [f"127.0.0.1:{port}"], "relay": f"127.0.0.1:{free_port()}"},
+    )
+    proc = MailfarmProcess(tmp_path, sections, "smtp-limits").start()
+
+    def open_session() -> smtplib.SMTP | None:
+        # The proxy frees a slot when it sees a close, a moment after the client's close.
+        try:
+            return smtplib.SMTP("127.0.0.1", port, timeout=10)
+        except smtplib.SMTPConnectError:
+            return None
+
+    def greeted() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as again:
+            return again.recv(200).startswith(b"220 ")
+
+    try:
+        sessions: list[smtplib.SMTP] = []
+        assert eventually(lambda: sessions.append(s) or True if (s := open_session()) else False)
+        try:
+            second = socket.create_connection(("127.0.0.1", port), timeout=10)
+            assert second.recv(200).startswith(b"421 4.7.0 Too many connections")
+            second.close()
+        finally:
+            sessions[0].quit()
+        assert eventually(greeted)  # the slot came back when the first session ended
+    finally:
+        proc.stop()

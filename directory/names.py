@@ -7,6 +7,8 @@ guesses a domain by splitting a uid on ``_`` (domains and users may both contain
 
 from __future__ import annotations
 
+import unicodedata
+
 MAX_LOGIN_LENGTH = 320  # RFC 5321: 64 local + @ + 255 domain
 
 
@@ -15,13 +17,15 @@ class BadLogin(ValueError):
 
 
 def normalise_login(login: str) -> str:
-    """Case-fold and trim a login so the cache has one key per user.
+    """Trim, compose (Unicode NFC) and case-fold a login so the cache has one key per user.
 
     Both ``uid`` and ``mail`` match case-insensitively in the standard schemas, so folding
     here loses nothing and keeps ``Alice@Example.CO.UK`` and ``alice@example.co.uk`` on one
-    cache entry.
+    cache entry. NFC because a client may send ``é`` as one code point or as ``e`` plus a
+    combining accent; the directory stores one of them. Surrounding whitespace (a tab, a
+    no-break space pasted from a web page) is never part of a login.
     """
-    value = login.strip().lower()
+    value = unicodedata.normalize("NFC", login).strip().lower()
     if not value:
         raise BadLogin("empty login")
     if len(value) > MAX_LOGIN_LENGTH:

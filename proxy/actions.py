@@ -32,7 +32,10 @@ class Authenticate:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close the connection after what was sent so far (LOGOUT, QUIT)."""
+    """Close the connection after what was sent so far (LOGOUT, QUIT, or the dialogue gave
+    up on the client); ``outcome`` is what the session's log line says."""
+
+    outcome: str = "logout"
 
 
 Action = Send | StartTls | Authenticate | Close

@@ -72,6 +72,12 @@ def _check_workers(value: object) -> int | str:
     raise ValueError(f'must be a whole number of processes (1 or more) or "auto", not {value!r}')
 
 
+def _check_prefix(value: int) -> int:
+    if not 1 <= value <= 128:
+        raise ValueError(f"must be an IPv6 prefix length from 1 to 128, not {value}")
+    return value
+
+
 def _check_hostport(value: str) -> str:
     from proxy.configschema import parse_listen
 
@@ -87,6 +93,7 @@ PROXY_KEYS = {
     "haproxy_trusted_networks": Key("networks", ()),
     "max_connections": Key("int", 10000),
     "max_connections_per_ip": Key("int", 200),
+    "ipv6_prefix": Key("int", 64, _check_prefix),
     "auth_cache_ttl": Key("float", 0.0),
     "plaintext_auth": Key("bool", False),
     "auth_failure_delay": Key("float", 2.0),
@@ -190,6 +197,7 @@ class ProxySettings:
     haproxy_trusted_networks: tuple[Network, ...]
     max_connections: int
     max_connections_per_ip: int
+    ipv6_prefix: int
     auth_cache_ttl: float
     plaintext_auth: bool
     auth_failure_delay: float

@@ -13,13 +13,15 @@ import ipaddress
 import logging
 import ssl
 from collections.abc import Callable
+from typing import Protocol
 
 from proxy import proxyproto
 from proxy.actions import Failure
 from proxy.config import Network, TlsSettings
+from proxy.limits import Slot
 from proxy.proxyproto import ProxyHeader
-from proxy.session import ClientInfo, CoreEnv, Dialect, run_session
-from proxy.stream import Conn, ConnectionClosed
+from proxy.session import ClientInfo, CoreEnv, Dialect, SessionRecord, run_session
+from proxy.stream import Conn, ConnectionClosed, start_tls_with, tls_reason
 
 log = logging.getLogger("mailfarm.listener")
 
@@ -53,14 +55,18 @@ def is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
 
 
 class _Accepted(Conn):
-    __slots__ = ("_on_made",)
+    __slots__ = ("_on_made", "_tls_first")
 
-    def __init__(self, on_made: Callable[[_Accepted], None]) -> None:
+    def __init__(self, on_made: Callable[[_Accepted], None], tls_first: bool) -> None:
         super().__init__()
         self._on_made = on_made
+        self._tls_first = tls_first
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        # The ClientHello is held for the handshake the session starts once the connection
+        # is admitted.
+        self.hold_for_tls = self._tls_first
         self._on_made(self)
 
 
@@ -70,6 +76,107 @@ def transport_address(transport: asyncio.BaseTransport, key: str) -> tuple[str, 
     if isinstance(value, tuple) and len(value) >= 2:
         return str(value[0]), int(value[1])
     return "unknown", 0
+
+
+class _Admitted(Protocol):
+    """What TlsFirst hands its TLS transport to: an ordinary protocol that accepts the
+    slot taken for it."""
+
+    slot: Slot | None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+
+
+class TlsFirst(asyncio.Protocol):
+    """Implicit TLS for a protocol object that cannot run its own handshake (aiosmtpd's):
+    admit the connection under the limits, handshake, then hand the TLS transport over.
+
+    A failed or abandoned handshake is one INFO session line (``tls-failed``, ``timeout``
+    or ``evicted``) and a metric, like the IMAP and POP3 listeners' handshakes."""
+
+    def __init__(
+        self,
+        env: CoreEnv,
+        protocol: str,
+        inner: Callable[[], _Admitted],
+        context: ssl.SSLContext,
+    ) -> None:
+        self._env = env
+        self._protocol = protocol
+        self._inner = inner
+        self._context = context
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        env = self._env
+        ip, port = transport_address(transport, "peername")
+        lip, lport = transport_address(transport, "sockname")
+        client = ClientInfo(ip, port, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
+        slot = env.limits.admit(ip, client.trusted)
+        if slot is None:
+            log.warning("%s connection from %s refused: connection limit", self._protocol, ip)
+            env.metrics.connection_refused(self._protocol, Failure.CONNECTION_LIMIT.value)
+            transport.close()
+            return
+        self._held = bytearray()
+        self._transport = transport
+        task = asyncio.get_running_loop().create_task(
+            self._handshake(transport, client, slot)  # type: ignore[arg-type]
+        )
+        env.sessions.preauth.add(task)
+        task.add_done_callback(env.sessions.preauth.discard)
+
+    async def _handshake(
+        self, transport: asyncio.Transport, client: ClientInfo, slot: Slot
+    ) -> None:
+        env = self._env
+        record = SessionRecord(self._protocol, client)
+        task = asyncio.current_task()
+
+        def evict() -> None:
+            record.outcome = "evicted"
+            env.metrics.evicted(self._protocol)
+            transport.abort()
+            if task is not None:
+                task.cancel()
+
+        slot.evict = evict
+        try:
+            async with asyncio.timeout(env.proxy.preauth_timeout):
+                held, self._held = bytes(self._held), bytearray()
+                new = await start_tls_with(transport, self, self._context, True, None, held)
+            if new is None:
+                raise ConnectionResetError("connection closed during the handshake")
+        except asyncio.CancelledError:
+            if record.outcome != "evicted":
+                record.outcome = "shutdown"
+            new = None
+        except TimeoutError:
+            record.outcome = "timeout"
+            new = None
+        except (ssl.SSLError, OSError, EOFError) as exc:
+            record.outcome = "tls-failed"
+            env.metrics.tls_failed(self._protocol)
+            why = tls_reason(exc)
+            log.debug("%s TLS handshake with %s failed: %s", self._protocol, client.ip, why)
+            new = None
+        if new is None:
+            transport.abort()
+            slot.release()
+            log.info(record.line())
+            return
+        inner = self._inner()
+        inner.slot = slot
+        new.set_protocol(inner)  # type: ignore[arg-type]
+        inner.connection_made(new)
+
+    def data_received(self, data: bytes) -> None:
+        """The ClientHello, read before the handshake began: held for it (see
+        :func:`proxy.stream.start_tls_with`)."""
+        self._held += data
+        self._transport.pause_reading()  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
 
 
 PROXY_HEADER_TIMEOUT = 10.0
@@ -87,9 +194,12 @@ async def _read_proxy_header(conn: Conn) -> ProxyHeader:
 
 
 async def _accept(
-    conn: Conn, dialect: Dialect, env: CoreEnv, implicit_tls: bool, proxied: bool
+    conn: Conn, dialect: Dialect, env: CoreEnv, tls_first: bool, proxied: bool
 ) -> None:
+    """``tls_first``: an implicit-TLS listener, whose handshake the session runs once the
+    connection is admitted."""
     assert conn.transport is not None
+    tls_active = False
     ip, cport = transport_address(conn.transport, "peername")
     lip, lport = transport_address(conn.transport, "sockname")
     if proxied:
@@ -112,15 +222,18 @@ async def _accept(
         if header.destination is not None:
             lip, lport = header.destination
         # HAProxy that ended TLS itself (send-proxy-v2-ssl) vouches that the client used it.
-        implicit_tls = implicit_tls or header.tls
+        tls_active = header.tls
     client = ClientInfo(ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
-    if not env.limits.admit(ip, client.trusted):
-        conn.write(dialect.bye(Failure.CONNECTION_LIMIT))
+    slot = env.limits.admit(ip, client.trusted)
+    if slot is None:
+        if not tls_first:  # a goodbye in clear would only garble a TLS client's handshake
+            conn.write(dialect.bye(Failure.CONNECTION_LIMIT))
         conn.close()
         log.warning("%s connection from %s refused: connection limit", dialect.name, ip)
         env.metrics.connection_refused(dialect.name, Failure.CONNECTION_LIMIT.value)
         return
-    await run_session(conn, dialect, env, client, implicit_tls)
+    handshake = env.server_tls if tls_first else None
+    await run_session(conn, dialect, env, client, slot, tls_active, handshake)
 
 
 async def start_listener(
@@ -143,16 +256,17 @@ async def start_listener(
         env.sessions.preauth.add(task)
         task.add_done_callback(env.sessions.preauth.discard)
 
-    ssl_ctx = env.server_tls if implicit_tls else None
+    if implicit_tls and env.server_tls is None:
+        raise ValueError(f"{dialect.name} tls_listen needs [tls] cert and key")
+    # Implicit TLS is not the server's: the handshake runs in the session, after the limits
+    # have counted the connection, so silent or half-open TLS clients are bounded too.
     server = await loop.create_server(
-        lambda: _Accepted(on_made),
+        lambda: _Accepted(on_made, implicit_tls),
         host or None,
         port,
-        ssl=ssl_ctx,
         reuse_address=True,
         reuse_port=env.workers > 1 or None,
         backlog=1024,
-        ssl_handshake_timeout=env.proxy.preauth_timeout if ssl_ctx else None,
     )
     names = ", ".join(str(s.getsockname()[:2]) for s in server.sockets)
     kind = " (implicit TLS)" if implicit_tls else " (PROXY protocol)" if proxy_protocol else ""

@@ -13,6 +13,8 @@ Metric families (the contract with dashboards and alerts; OPERATIONS.md explains
 
 - ``mailfarm_connections_total{protocol}``         connections accepted
 - ``mailfarm_connections_refused_total{protocol,reason}``  dropped before any dialogue
+- ``mailfarm_connections_evicted_total{protocol}``  pre-login connections closed to make room
+- ``mailfarm_tls_failures_total{protocol}``         TLS handshakes (implicit or STARTTLS) failed
 - ``mailfarm_sessions{protocol,state}``            live sessions, state preauth|proxied
 - ``mailfarm_logins_total{protocol,outcome}``      login attempts by outcome
 - ``mailfarm_backend_connect_seconds{protocol}``   time to connect to a backend (histogram)
@@ -144,6 +146,23 @@ class Metrics:
                 registry=r,
             )
         )
+        self._evicted = _Bound(
+            Counter(
+                "mailfarm_connections_evicted",
+                "Connections not yet logged in, closed to make room when max_connections"
+                " was reached.",
+                ["protocol"],
+                registry=r,
+            )
+        )
+        self._tls_failures = _Bound(
+            Counter(
+                "mailfarm_tls_failures",
+                "Client TLS handshakes that failed (implicit TLS, STARTTLS or STLS).",
+                ["protocol"],
+                registry=r,
+            )
+        )
         self._sessions = _Bound(
             Gauge(
                 "mailfarm_sessions",
@@ -197,6 +216,8 @@ class Metrics:
     def add_protocol(self, protocol: str) -> None:
         """Show a protocol's series at zero (done at its first session if not listed)."""
         self._connections(protocol)
+        self._evicted(protocol)
+        self._tls_failures(protocol)
         self._connect(protocol)
         for state in STATES:
             self._sessions(protocol, state)
@@ -243,6 +264,12 @@ class Metrics:
     def connection_refused(self, protocol: str, reason: str) -> None:
         """A connection closed by a limit or a bad PROXY header, before any greeting."""
         self._refused(protocol, reason).inc()
+
+    def evicted(self, protocol: str) -> None:
+        self._evicted(protocol).inc()
+
+    def tls_failed(self, protocol: str) -> None:
+        self._tls_failures(protocol).inc()
 
     # -- read by the admin endpoint ------------------------------------------------------
 

@@ -117,13 +117,28 @@ class Relay:
         self._arm()
 
     def start(self, to_backend: bytes = b"", to_client: bytes = b"") -> None:
-        """Flush what either side sent before the relay took over, in order, then read."""
-        if to_backend and self.backend.transport is not None:
-            self.bytes_up += len(to_backend)
-            self.backend.transport.write(to_backend)
-        if to_client and self.client.transport is not None:
-            self.bytes_down += len(to_client)
-            self.client.transport.write(to_client)
+        """Flush what either side sent before the relay took over, in order, then read.
+
+        Those bytes count as each side's last words too: a LOGOUT pipelined behind the
+        LOGIN, or the backend's BYE, must not be taken for a lost server."""
+        if to_backend:
+            self.client.tail = to_backend[-TAIL:]
+            if self.backend.transport is not None:
+                self.bytes_up += len(to_backend)
+                self.backend.transport.write(to_backend)
+        if to_client:
+            self.backend.tail = to_client[-TAIL:]
+            if self.client.transport is not None:
+                self.bytes_down += len(to_client)
+                self.client.transport.write(to_client)
+        # A client that stopped reading before the handover has a full write buffer already,
+        # and the loop will not call pause_writing again for it: stop reading the backend
+        # now, or a mailbox streams into memory (resume_writing undoes it as usual).
+        for side in (self.client, self.backend):
+            transport = side.transport
+            if transport is not None and side.peer is not None and side.peer.transport:
+                if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                    side.pause_writing()
         for side in (self.client, self.backend):
             if side.transport is not None and side.transport.is_closing():
                 self.finish("client-closed" if side is self.client else "backend-closed")

@@ -16,7 +16,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from directory.model import AuthOutcome
 from directory.service import Directory
 from proxy.actions import (
     Action,
@@ -31,11 +30,12 @@ from proxy.actions import (
 )
 from proxy.backend import BackendError, BackendTarget, connect_backend
 from proxy.config import ProtocolSettings, ProxySettings
-from proxy.limits import Limits
+from proxy.limits import Limits, Slot
+from proxy.logincheck import check_login
 from proxy.metrics import Metrics
 from proxy.relay import Relay
 from proxy.sasl import Credentials
-from proxy.stream import Conn, ConnectionClosed
+from proxy.stream import Conn, ConnectionClosed, TlsFailed
 
 log = logging.getLogger("mailfarm.session")
 
@@ -125,17 +125,48 @@ class CoreEnv:
 
 
 async def run_session(
-    conn: Conn, dialect: Dialect, env: CoreEnv, client: ClientInfo, tls_active: bool
+    conn: Conn,
+    dialect: Dialect,
+    env: CoreEnv,
+    client: ClientInfo,
+    slot: Slot,
+    tls_active: bool = False,
+    handshake: ssl.SSLContext | None = None,
 ) -> None:
-    """Drive one client from greeting to the relay's end; never raises."""
+    """Drive one client from greeting to the relay's end; never raises.
+
+    ``slot`` is the connection's place under the limits, taken at accept; ``handshake`` is
+    the context of an implicit-TLS listener, whose handshake happens here, after the slot
+    was counted, so a client that never finishes one still holds (and can lose) a slot.
+    """
     record = SessionRecord(dialect.name, client)
     env.metrics.session_started(dialect.name)
+    task = asyncio.current_task()
+
+    def evict() -> None:
+        record.outcome = "evicted"
+        env.metrics.evicted(dialect.name)
+        conn.write_if_clear(dialect.bye(Failure.CONNECTION_LIMIT))
+        conn.close()
+        if task is not None:
+            task.cancel()
+
+    slot.evict = evict
     relay: Relay | None = None
     try:
-        relay = await _login_phase(conn, dialect, env, client, tls_active, record)
+        relay = await _login_phase(conn, dialect, env, client, tls_active, handshake, record, slot)
+    except TlsFailed as exc:
+        record.outcome = "tls-failed"
+        env.metrics.tls_failed(dialect.name)
+        log.debug("%s TLS handshake with %s failed: %s", dialect.name, client.ip, exc)
+        conn.abort()
     except ConnectionClosed:
         # Keep a failure already recorded (e.g. auth-failed); otherwise the client just left.
         pass
+    except asyncio.CancelledError:
+        if record.outcome != "evicted":
+            record.outcome = "shutdown"
+        conn.abort()
     except Exception:
         log.exception("session error (%s from %s)", dialect.name, client.ip)
         record.outcome = "internal-error"
@@ -143,7 +174,7 @@ async def run_session(
     if relay is None:
         record.bytes_in, record.bytes_out = conn.bytes_in, conn.bytes_out
         conn.close()
-        env.limits.release(client.ip)
+        slot.release()
         env.metrics.session_ended(dialect.name, "preauth", record.bytes_in, record.bytes_out)
         log.info(record.line())
         return
@@ -151,13 +182,16 @@ async def run_session(
     # and its log line is written by the relay's completion callback.
 
 
-def _relay_done(env: CoreEnv, conn_in: int, conn_out: int) -> Callable[[Relay], None]:
+def _relay_done(
+    env: CoreEnv, conn_in: int, conn_out: int, slot: Slot | None = None
+) -> Callable[[Relay], None]:
     def done(relay: Relay) -> None:
         env.sessions.relays.discard(relay)
         record = env.sessions.records.pop(relay, None)
+        if slot is not None:
+            slot.release()
         if record is None:
             return
-        env.limits.release(record.client.ip)
         record.outcome = f"ok:{relay.reason}"
         record.bytes_in = conn_in + relay.bytes_up
         record.bytes_out = conn_out + relay.bytes_down
@@ -173,7 +207,34 @@ async def _login_phase(
     env: CoreEnv,
     client: ClientInfo,
     tls_active: bool,
+    handshake: ssl.SSLContext | None,
     record: SessionRecord,
+    slot: Slot,
+) -> Relay | None:
+    proxy = env.proxy
+    # One deadline for the whole login phase, the TLS handshake included: a single timer,
+    # not one per read.
+    try:
+        async with asyncio.timeout(proxy.preauth_timeout):
+            if handshake is not None:
+                await conn.start_tls(handshake, server_side=True)
+                tls_active = True
+            return await _dialogue_loop(conn, dialect, env, client, tls_active, record, slot)
+    except TimeoutError:
+        conn.write_if_clear(dialect.bye(Failure.TIMEOUT))
+        record.outcome = "timeout"
+        env.metrics.login(dialect.name, Failure.TIMEOUT)
+        return None
+
+
+async def _dialogue_loop(
+    conn: Conn,
+    dialect: Dialect,
+    env: CoreEnv,
+    client: ClientInfo,
+    tls_active: bool,
+    record: SessionRecord,
+    slot: Slot,
 ) -> Relay | None:
     proxy = env.proxy
     dialogue = dialect.new_dialogue(
@@ -186,26 +247,6 @@ async def _login_phase(
         )
     )
     conn.write(dialogue.greeting())
-    # One deadline for the whole login phase: a single timer, not one per read.
-    try:
-        async with asyncio.timeout(proxy.preauth_timeout):
-            return await _dialogue_loop(conn, dialogue, dialect, env, client, record)
-    except TimeoutError:
-        conn.write(dialect.bye(Failure.TIMEOUT))
-        record.outcome = "timeout"
-        env.metrics.login(dialect.name, Failure.TIMEOUT)
-        return None
-
-
-async def _dialogue_loop(
-    conn: Conn,
-    dialogue: Dialogue,
-    dialect: Dialect,
-    env: CoreEnv,
-    client: ClientInfo,
-    record: SessionRecord,
-) -> Relay | None:
-    proxy = env.proxy
     failures = 0
     pending: deque[Action] = deque()
     while True:
@@ -217,7 +258,7 @@ async def _dialogue_loop(
             conn.write(action.data)
             await conn.drain()
         elif isinstance(action, Close):
-            record.outcome = "logout"
+            record.outcome = action.outcome
             return None
         elif isinstance(action, StartTls):
             assert env.server_tls is not None
@@ -228,17 +269,15 @@ async def _dialogue_loop(
             record.login = creds.authcid
             result = await _authenticate_and_connect(dialect, env, client, creds, record)
             if not isinstance(result, Failure):
-                env.limits.login_succeeded(client.ip, creds.authcid)
                 env.metrics.login(dialect.name, "ok")
                 backend, info = result
-                return _start_relay(conn, dialogue, backend, info, env, record, dialect)
+                slot.logged_in()
+                return _start_relay(conn, dialogue, backend, info, env, record, dialect, slot)
             failure = result
             record.outcome = failure.value
             env.metrics.login(dialect.name, failure)
             if failure is Failure.AUTH_FAILED:
                 failures += 1
-                delay = env.limits.failure_delay(client.ip, creds.authcid, client.trusted)
-                await asyncio.sleep(delay)
             conn.write(dialogue.failed(failure))
             if failures >= proxy.max_auth_failures:
                 conn.write(dialogue.failed(Failure.TOO_MANY_FAILURES))
@@ -255,18 +294,17 @@ async def _authenticate_and_connect(
     creds: Credentials,
     record: SessionRecord,
 ) -> tuple[Conn, BackendInfo] | Failure:
-    if creds.authzid and creds.authzid != creds.authcid:
-        return Failure.AUTH_FAILED  # proxy authorization (acting as another user) is not offered
-    result = await env.directory.authenticate(creds.authcid, creds.password)
-    if result.outcome is AuthOutcome.UNAVAILABLE:
-        return Failure.UNAVAILABLE
-    if result.outcome is not AuthOutcome.OK or result.route is None:
-        return Failure.AUTH_FAILED
-    route = result.route
-    record.uid = route.uid
-    record.mail = route.mail or "-"
-    if route.login_disabled:
-        return Failure.LOGIN_DISABLED
+    verdict = await check_login(env.directory, env.limits, client.ip, client.trusted, creds)
+    route = verdict.route
+    if route is not None:
+        record.uid = route.uid
+        record.mail = route.mail or "-"
+    if verdict.failure is not None:
+        return verdict.failure
+    assert route is not None
+    # The backend is asked for the directory's own uid, not whatever spelling the client
+    # typed (" Alice@Example.com", an address): that is the name its mailbox has.
+    creds = Credentials("", route.uid, creds.password)
     settings = dialect.settings
     target = BackendTarget(route.host, route.port or settings.backend_port)
     record.backend = f"{target.host}:{target.port}"
@@ -285,10 +323,19 @@ async def _authenticate_and_connect(
             "backend %s for %s unavailable: %s",
             record.backend,
             route.uid,
-            exc or type(exc).__name__,
+            _reason(exc),
         )
         return Failure.BACKEND_UNAVAILABLE
     return backend, info
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a backend failed, never an empty string (a bare TimeoutError has no text)."""
+    text = str(exc)
+    name = type(exc).__name__
+    if isinstance(exc, TimeoutError) and not text:
+        return "no answer within backend_timeout"
+    return f"{name}: {text}" if text else name
 
 
 def _start_relay(
@@ -299,6 +346,7 @@ def _start_relay(
     env: CoreEnv,
     record: SessionRecord,
     dialect: Dialect,
+    slot: Slot,
 ) -> Relay:
     """Hand both transports to the relay; no await here, so no byte can slip between owners.
 
@@ -309,7 +357,7 @@ def _start_relay(
     client_transport, client_rest = conn.detach()
     backend_transport, backend_rest = backend.detach()
     pending = dialogue.take_pending() + client_rest
-    on_done = _relay_done(env, conn.bytes_in - len(pending), conn.bytes_out)
+    on_done = _relay_done(env, conn.bytes_in - len(pending), conn.bytes_out, slot)
     relay = Relay(
         client_transport,
         backend_transport,

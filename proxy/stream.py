@@ -18,6 +18,10 @@ class ConnectionClosed(Exception):
     """The peer closed the connection (or it broke) while we waited for it."""
 
 
+class TlsFailed(ConnectionClosed):
+    """The TLS handshake failed: the client spoke something else, or gave up half-way."""
+
+
 class Conn(asyncio.Protocol):
     __slots__ = (
         "_buffer",
@@ -28,6 +32,8 @@ class Conn(asyncio.Protocol):
         "_waiter",
         "bytes_in",
         "bytes_out",
+        "handshaking",
+        "hold_for_tls",
         "transport",
     )
 
@@ -41,6 +47,8 @@ class Conn(asyncio.Protocol):
         self._paused_writing = False
         self.bytes_in = 0
         self.bytes_out = 0
+        self.handshaking = False  # no cleartext may be written while TLS is negotiated
+        self.hold_for_tls = False  # keep what arrives for an implicit-TLS handshake to come
 
     # asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -49,6 +57,11 @@ class Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self._buffer += data
+        if self.hold_for_tls:
+            # Implicit TLS: the ClientHello waits here for the session's handshake.
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         if len(self._buffer) > _HIGH_WATER and not self._paused_reading and self.transport:
             self._paused_reading = True
             self.transport.pause_reading()
@@ -143,17 +156,30 @@ class Conn(asyncio.Protocol):
     async def start_tls(
         self, context: ssl.SSLContext, server_side: bool, hostname: str | None = None
     ) -> None:
-        """Upgrade in place; bytes that arrived in clear before the handshake are dropped
-        (they could only be a command injected before STARTTLS, CVE-2011-0411)."""
+        """Upgrade in place. After STARTTLS, bytes that arrived in clear before the
+        handshake are dropped (they could only be a command injected before STARTTLS,
+        CVE-2011-0411); for implicit TLS (``hold_for_tls``) they are the handshake's own."""
         assert self.transport is not None
+        held = bytes(self._buffer) if self.hold_for_tls else b""
+        self.hold_for_tls = False
         self._buffer.clear()
-        loop = asyncio.get_running_loop()
-        new = await loop.start_tls(
-            self.transport, self, context, server_side=server_side, server_hostname=hostname
-        )
+        self.handshaking = True
+        try:
+            new = await start_tls_with(self.transport, self, context, server_side, hostname, held)
+        except (ssl.SSLError, OSError, EOFError) as exc:
+            self._closed = True
+            raise TlsFailed(tls_reason(exc)) from None
+        finally:
+            self.handshaking = False
         if new is None:
-            raise ConnectionClosed("TLS handshake failed")
+            self._closed = True
+            raise TlsFailed("connection closed during the handshake")
         self.transport = new  # type: ignore[assignment]
+
+    def write_if_clear(self, data: bytes) -> None:
+        """Write unless a TLS handshake is under way (cleartext would only corrupt it)."""
+        if not self.handshaking:
+            self.write(data)
 
     def peer_certificate_info(self) -> str | None:
         if self.transport is None:
@@ -170,3 +196,50 @@ class Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         self._closed = True
+
+
+def tls_reason(exc: BaseException) -> str:
+    """A short reason for the log: OpenSSL's own (``WRONG_VERSION_NUMBER``), not a repr."""
+    reason = getattr(exc, "reason", None)
+    if reason:
+        return str(reason)
+    return str(exc) or type(exc).__name__
+
+
+async def start_tls_with(
+    transport: asyncio.BaseTransport,
+    protocol: asyncio.BaseProtocol,
+    context: ssl.SSLContext,
+    server_side: bool,
+    hostname: str | None,
+    held: bytes,
+) -> asyncio.Transport | None:
+    """``loop.start_tls``, first feeding the TLS layer bytes that already arrived.
+
+    Why: the loop starts reading a new connection right after ``connection_made``, so a
+    client's ClientHello may be read before the session has been admitted and begun its
+    handshake. ``start_tls`` schedules the TLS protocol's ``connection_made`` and the
+    transport's ``resume_reading`` with ``call_soon``; a callback scheduled one turn later
+    runs right after them and before the loop polls for more input, so the held bytes
+    reach the TLS layer first and in order (the ready queue is FIFO in asyncio and uvloop).
+    """
+    loop = asyncio.get_running_loop()
+    if held:
+
+        def feed() -> None:
+            tls = transport.get_protocol()
+            if hasattr(tls, "get_buffer"):  # both loops' TLS protocols are buffered
+                data = memoryview(held)
+                while data:
+                    buf = tls.get_buffer(len(data))
+                    n = min(len(buf), len(data))
+                    buf[:n] = data[:n]
+                    tls.buffer_updated(n)
+                    data = data[n:]
+            else:
+                tls.data_received(held)  # type: ignore[attr-defined]
+
+        loop.call_soon(loop.call_soon, feed)
+    return await loop.start_tls(  # type: ignore[arg-type]
+        transport, protocol, context, server_side=server_side, server_hostname=hostname
+    )

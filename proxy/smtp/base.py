@@ -16,6 +16,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from proxy.limits import Slot
 from proxy.listener import is_trusted, transport_address
 from proxy.session import ClientInfo, CoreEnv, SessionRecord
 
@@ -38,14 +39,20 @@ class TrackedSession(SMTP):
     """An aiosmtpd session that leaves one log line and can be drained at shutdown."""
 
     protocol_name = "smtp"
+    # Until it authenticates, a session may be closed to make room for a newcomer when
+    # max_connections is reached; one with nothing to authenticate (LMTP) never is.
+    evictable = True
+    BUSY = b"421 4.7.0 Too many connections, try again later\r\n"
 
     def __init__(self, env: CoreEnv, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.env = env
         self.record: SessionRecord | None = None
         self.client: ClientInfo | None = None
+        # Taken at accept; an implicit-TLS listener (proxy.listener.TlsFirst) takes it
+        # before the handshake and sets it here.
+        self.slot: Slot | None = None
         self._logged = False
-        self._admitted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.client is None  # connection_made runs again after STARTTLS
@@ -57,18 +64,50 @@ class TrackedSession(SMTP):
         trusted = is_trusted(ip, self.env.proxy.trusted_networks)
         self.client = ClientInfo(ip, port, lip, lport, trusted)
         # Counted against [proxy] max_connections(_per_ip) like the IMAP/POP3 listeners.
-        if not self.env.limits.admit(ip, trusted):
+        if self.slot is None:
+            self.slot = self.env.limits.admit(ip, trusted)
+        if self.slot is None:
             log.warning("%s connection from %s refused: connection limit", self.protocol_name, ip)
             self.env.metrics.connection_refused(self.protocol_name, "connection-limit")
-            transport.write(b"421 4.7.0 Too many connections, try again later\r\n")
+            transport.write(self.BUSY)
             transport.close()
             return
-        self._admitted = True
+        self.slot.evict = self._evict
+        if not self.evictable:
+            self.slot.logged_in()
         self.record = SessionRecord(self.protocol_name, self.client)
         task = self._handler_coroutine
         if task is not None:
             self.env.sessions.preauth.add(task)
             task.add_done_callback(self.env.sessions.preauth.discard)
+
+    def _evict(self) -> None:
+        if self.record is not None:
+            self.record.outcome = "evicted"
+        self.env.metrics.evicted(self.protocol_name)
+        if self.transport is not None:
+            self.count_out(len(self.BUSY))
+            self.transport.write(self.BUSY)
+            self.transport.close()
+
+    def logged_in(self) -> None:
+        """Authenticated: from now on this session is never evicted for a newcomer."""
+        if self.slot is not None:
+            self.slot.logged_in()
+
+    def data_received(self, data: bytes) -> None:
+        if self.record is not None:
+            self.record.bytes_in += len(data)
+        super().data_received(data)
+
+    def count_out(self, n: int) -> None:
+        if self.record is not None:
+            self.record.bytes_out += n
+
+    async def push(self, status: str | bytes) -> None:
+        """Every reply goes through here: count it for the session's log line."""
+        self.count_out(len(status.encode() if isinstance(status, str) else status) + 2)
+        await super().push(status)
 
     def eof_received(self) -> bool | None:
         """The client closed its side: end the session. aiosmtpd cancels its handler but,
@@ -81,10 +120,8 @@ class TrackedSession(SMTP):
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
-        if self._admitted:
-            self._admitted = False
-            assert self.client is not None
-            self.env.limits.release(self.client.ip)
+        if self.slot is not None:
+            self.slot.release()
         self.log_session()
 
     def session_finished(self, record: SessionRecord) -> None:

@@ -22,9 +22,12 @@ from typing import Any
 
 from aiosmtpd.smtp import Envelope, syntax
 
-from directory.model import AuthOutcome, Route
+from directory.model import Route
+from proxy.actions import Failure
 from proxy.config import Settings, SubmissionSettings
 from proxy.configschema import parse_listen
+from proxy.listener import TlsFirst
+from proxy.logincheck import check_login
 from proxy.sasl import (
     MAX_RESPONSE_CHARS,
     Challenge,
@@ -226,36 +229,33 @@ class SubmissionSession(TrackedSession):
 
     async def _authenticate(self, creds: Credentials) -> None:
         assert self.record is not None and self.session is not None
+        assert self.client is not None
         self.record.login = creds.authcid
-        if creds.authzid and creds.authzid != creds.authcid:
-            outcome = AuthOutcome.BAD_PASSWORD  # acting as another user is not offered
-            route = None
-        else:
-            result = await self.env.directory.authenticate(creds.authcid, creds.password)
-            outcome, route = result.outcome, result.route
-        if outcome is AuthOutcome.UNAVAILABLE:
+        client = self.client
+        verdict = await check_login(
+            self.env.directory, self.env.limits, client.ip, client.trusted, creds
+        )
+        route = verdict.route
+        if route is not None:
+            self.record.uid = route.uid
+        if verdict.failure is Failure.UNAVAILABLE:
             self.outcome = "directory-unavailable"
             await self.push(AUTH_TEMP)
             return
-        if outcome is AuthOutcome.OK and route is not None:
-            self.record.uid = route.uid
-            if route.login_disabled:
-                self.outcome = "login-disabled"
-                await self.push(AUTH_DISABLED)
-                return
+        if verdict.failure is Failure.LOGIN_DISABLED:
+            self.outcome = "login-disabled"
+            await self.push(AUTH_DISABLED)
+            return
+        if verdict.failure is None and route is not None:
             self.route = route
-            assert self.client is not None
-            self.env.limits.login_succeeded(self.client.ip, creds.authcid)
+            self.logged_in()
             self.session.authenticated = True
             self.outcome = "authenticated"
             await self.push(AUTH_OK)
             return
+        # Refused on the same growing schedule as IMAP and POP3 (proxy.logincheck).
         self.auth_failures += 1
         self.outcome = "auth-failed"
-        assert self.client is not None
-        # The same growing per-address and per-login delay the IMAP/POP3 core applies.
-        delay = self.env.limits.failure_delay(self.client.ip, creds.authcid, self.client.trusted)
-        await asyncio.sleep(delay)
         await self.push(AUTH_BAD)
         if self.auth_failures >= self.env.proxy.max_auth_failures:
             self.outcome = "too-many-failures"
@@ -352,6 +352,8 @@ class SubmissionSession(TrackedSession):
             relay.abort()
 
     def session_finished(self, record: SessionRecord) -> None:
+        if record.outcome == "evicted":
+            return
         if self.sent or self.refused:
             record.outcome = f"ok:sent={self.sent},refused={self.refused}"
         else:
@@ -398,9 +400,15 @@ async def start(settings: Settings, env: CoreEnv) -> list[asyncio.AbstractServer
             "yes" if env.server_tls else "no",
             s.relay,
         )
+    if s.tls_listen and env.server_tls is None:
+        raise ValueError("submission tls_listen needs [tls] cert and key")
+    tls = env.server_tls
     for host, port in s.tls_listen:
+        # The handshake comes after admission under the limits (proxy.listener.TlsFirst).
         servers.append(
-            await loop.create_server(lambda: factory(True), host, port, ssl=env.server_tls)
+            await loop.create_server(
+                lambda: TlsFirst(env, "submission", lambda: factory(True), tls), host, port
+            )
         )
         log.info("submission (implicit TLS) on %s:%d, relay %s", host, port, s.relay)
     return servers

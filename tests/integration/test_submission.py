@@ -101,6 +101,26 @@ def test_implicit_tls_and_auth_login(farm: Farm, smtp_proxy: RunningSmtpProxy, p
     wait_in_mailbox(farm, proxy, carol, subject)
 
 
+def test_session_line_counts_bytes_both_ways(farm: Farm, smtp_proxy: RunningSmtpProxy) -> None:
+    """As IMAP's does: what the client sent (in) and what it was told (out)."""
+    dave = farm.user("dave@example.com")
+    with smtplib.SMTP_SSL(
+        "127.0.0.1", smtp_proxy.ports.submissions, context=tls_context(farm), timeout=30
+    ) as client:
+        client.ehlo("bytes.example.net")
+        client.login(dave.uid, dave.password)
+        client.noop()
+    assert wait_for_log(smtp_proxy, f"login={dave.uid} uid={dave.uid}")
+    line = next(
+        ln
+        for ln in reversed(smtp_proxy.process.log_text().splitlines())
+        if f"login={dave.uid} " in ln and "proto=submission" in ln
+    )
+    sent = int(line.split(" in=")[1].split()[0])
+    told = int(line.split(" out=")[1].split()[0])
+    assert sent > len("EHLO bytes.example.net\r\n") and told > 100, line
+
+
 def test_no_mail_without_auth(farm: Farm, smtp_proxy: RunningSmtpProxy) -> None:
     for starttls in (False, True):
         with submission(farm, smtp_proxy, starttls=starttls) as client:

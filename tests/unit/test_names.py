@@ -18,7 +18,19 @@ def test_normalise_folds_case_and_trims() -> None:
     assert normalise_login("ALICE_EXAMPLE_CO_UK") == "alice_example_co_uk"
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "a\x00b", "a\nb", "x" * 400])
+@pytest.mark.parametrize(
+    "spelling", [" dave@example.com", "dave@example.com\t", "\u00a0dave@example.com\r\n"]
+)
+def test_normalise_strips_any_surrounding_whitespace(spelling: str) -> None:
+    assert normalise_login(spelling) == "dave@example.com"
+
+
+def test_normalise_composes_unicode() -> None:
+    assert normalise_login("Jose\u0301@example.com") == normalise_login("jos\u00e9@example.com")
+    assert normalise_login("jose\u0301@example.com") == "jos\u00e9@example.com"
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "a\x00b", "a\nb", "a\x7fb", "a\x01", "x" * 400])
 def test_normalise_rejects(bad: str) -> None:
     with pytest.raises(BadLogin):
         normalise_login(bad)

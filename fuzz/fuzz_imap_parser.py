@@ -10,12 +10,13 @@ with atheris.instrument_imports():
         Command,
         CommandReader,
         ContinuationNeeded,
+        LiteralTooLong,
         Malformed,
         RawLine,
         TooLong,
     )
 
-EVENTS = Command | ContinuationNeeded | TooLong | Malformed | RawLine
+EVENTS = Command | ContinuationNeeded | TooLong | LiteralTooLong | Malformed | RawLine
 
 
 def run(pieces: list[bytes], max_line: int, max_literal: int) -> list[object]:

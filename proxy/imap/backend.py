@@ -20,8 +20,15 @@ from proxy.stream import Conn
 
 MAX_LINE = 64 * 1024
 
-# Backends repeat the same capability strings on every login: parse each once.
-_capabilities = functools.lru_cache(maxsize=256)(parse_capability)
+
+@functools.lru_cache(maxsize=256)  # backends repeat the same strings on every login
+def _capabilities(text: bytes) -> tuple[str, ...]:
+    """The backend's capabilities as it spells them: the client's login reply shows them."""
+    return parse_capability(text, keep_case=True)
+
+
+def _has(caps: tuple[str, ...], name: str) -> bool:
+    return any(cap.upper() == name for cap in caps)
 
 
 async def _until_tagged(conn: Conn, tag: bytes) -> tuple[str, bytes, tuple[str, ...]]:
@@ -33,7 +40,7 @@ async def _until_tagged(conn: Conn, tag: bytes) -> tuple[str, bytes, tuple[str, 
         if status is not None:
             return status, line, caps
         if line[:13].upper() == b"* CAPABILITY ":
-            caps = parse_capability(line)
+            caps = parse_capability(line, keep_case=True)
         elif line.startswith(b"* BYE"):
             raise BackendError(f"backend said {line.strip()[:200]!r}")
 
@@ -77,7 +84,7 @@ async def imap_backend_login(
         conn.write(b"M1 CAPABILITY\r\n")
         _, _, caps = await _until_tagged(conn, b"M1")
     first = _id_command(b"M2", client) if settings.forward_client_ip else b""
-    pieces = login_command(b"M3", user, password, literal_plus="LITERAL+" in caps)
+    pieces = login_command(b"M3", user, password, literal_plus=_has(caps, "LITERAL+"))
     conn.write(first + pieces[0])
     if first:
         await _until_tagged(conn, b"M2")  # an ID refusal is not fatal: the login decides

@@ -6,10 +6,15 @@ Commands are dispatched by name (``cmd_LOGIN`` …), aiosmtpd-style. States:
 state                 accepts                                leaves to
 ====================  =====================================  ===========================
 COMMANDS              any command line                       SASL, WAITING, DONE
-SASL                  one base64 line per challenge, or *    COMMANDS, WAITING
+SASL                  one base64 line per challenge, or *    COMMANDS, WAITING, DONE
 WAITING               nothing (the core is checking a login) COMMANDS (failed), DONE (ok)
 DONE                  nothing: relay or closed
 ====================  =====================================  ===========================
+
+Any state that reads ends in DONE after the third invalid command (every BAD but a
+cancelled AUTHENTICATE counts, as in Dovecot) or at once when a non-synchronizing literal
+over the limit is announced: its bytes are already on the way, and reading them only to
+drop them would let an anonymous client keep us busy.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from proxy.actions import (
     run_events,
 )
 from proxy.imap.parser import (
+    Arg,
+    Bounds,
     Command,
     CommandReader,
     ContinuationNeeded,
+    LiteralTooLong,
     Malformed,
     RawLine,
     TooLong,
@@ -40,6 +48,18 @@ from proxy.imap.parser import (
 from proxy.sasl import Challenge, Credentials, SaslCancelled, SaslError, SaslExchange
 
 GREETING_TEXT = b"mailfarm ready."
+
+MAX_BAD_COMMANDS = 3  # Dovecot's CLIENT_MAX_BAD_COMMANDS
+TOO_MANY_BAD = b"* BYE Too many invalid IMAP commands.\r\n"
+LITERAL_TOO_LARGE = b"* BYE Literal size too large.\r\n"
+
+# RFC 2971 section 3.3: at most 30 pairs, fields up to 30 octets, values up to 1024.
+ID_MAX_PAIRS = 30
+ID_MAX_FIELD = 30
+ID_MAX_VALUE = 1024
+# The largest such ID on the wire is about 31 KB (quoted strings or literals); this leaves
+# room for the tag and a few escapes, and nothing like it is allowed for other commands.
+ID_MAX_COMMAND = 34 * 1024
 
 FAILURE_REPLIES: dict[Failure, bytes] = {
     Failure.AUTH_FAILED: b"NO [AUTHENTICATIONFAILED] Authentication failed.",
@@ -79,6 +99,23 @@ class State(enum.Enum):
     DONE = "done"
 
 
+def _id_bounds(max_line: int) -> Bounds:
+    size = max(max_line, ID_MAX_COMMAND)
+    return Bounds(line=size, literal=ID_MAX_VALUE, command=size)
+
+
+def _valid_id_params(params: Arg) -> bool:
+    """``NIL`` or ``(field value ...)`` within RFC 2971's limits; a value may be NIL."""
+    if params == b"NIL":
+        return True
+    if not isinstance(params, list) or len(params) % 2 or len(params) > 2 * ID_MAX_PAIRS:
+        return False
+    fields, values = params[0::2], params[1::2]
+    return all(isinstance(f, bytes) and len(f) <= ID_MAX_FIELD for f in fields) and all(
+        isinstance(v, bytes) and len(v) <= ID_MAX_VALUE for v in values
+    )
+
+
 def _text(value: object) -> str | None:
     """A command argument as UTF-8 text, or None if it is a list or not UTF-8."""
     if not isinstance(value, bytes):
@@ -92,11 +129,19 @@ def _text(value: object) -> str | None:
 class ImapDialogue:
     def __init__(self, env: DialogueEnv) -> None:
         self.env = env
-        self.reader = CommandReader(env.max_line, env.max_literal)
+        self.reader = self._new_reader()
         self.state = State.COMMANDS
         self.tag = b"*"
         self.sasl: SaslExchange | None = None
         self.tls_active = env.tls_active
+        self.bad_commands = 0
+
+    def _new_reader(self) -> CommandReader:
+        """[proxy] max_line and max_literal for every command but ID, which RFC 2971 lets
+        grow to about 31 KB and clients do send large (Dovecot accepts it)."""
+        env = self.env
+        bounds = {"ID": _id_bounds(env.max_line)}
+        return CommandReader(env.max_line, env.max_literal, command_bounds=bounds)
 
     # what the client is told ----------------------------------------------------------
     @property
@@ -119,6 +164,19 @@ class ImapDialogue:
     def _tagged(self, text: bytes) -> bytes:
         return self.tag + b" " + text + b"\r\n"
 
+    def _bad(self, text: bytes, tag: bytes | None = None) -> list[Action]:
+        """A BAD reply, counted: the third gets the goodbye instead, as from Dovecot, so a
+        client cannot probe or idle with junk until the login timeout."""
+        self.bad_commands += 1
+        if self.bad_commands >= MAX_BAD_COMMANDS:
+            return self._goodbye(TOO_MANY_BAD, "too-many-bad-commands")
+        return [Send((self.tag if tag is None else tag) + b" BAD " + text + b"\r\n")]
+
+    def _goodbye(self, bye: bytes, outcome: str) -> list[Action]:
+        self.sasl = None
+        self.state = State.DONE
+        return [Send(bye), Close(outcome=outcome)]
+
     # input ----------------------------------------------------------------------------
     def receive(self, data: bytes) -> list[Action]:
         self.reader.feed(data)
@@ -137,22 +195,31 @@ class ImapDialogue:
             self.tag = event.tag.encode()
             handler = getattr(self, "cmd_" + event.name, None)
             if handler is None:
-                return [Send(self._tagged(b"BAD Command not allowed before login."))]
+                return self._bad(b"Command not allowed before login.")
             return handler(event)
         if isinstance(event, RawLine):
             return self._sasl_step(event.data)
         if isinstance(event, ContinuationNeeded):
             return [Send(b"+ Ready for literal data\r\n")]
+        if isinstance(event, LiteralTooLong):
+            return self._goodbye(LITERAL_TOO_LARGE, "literal-too-large")
         if isinstance(event, TooLong):
+            tag = self._reply_tag(event.tag)
             self._end_sasl()
-            tag = event.tag.encode() if event.tag else b"*"
-            return [Send(tag + b" BAD Line or literal too long.\r\n")]
+            return self._bad(b"Line or literal too long.", tag)
         if isinstance(event, Malformed):
+            tag = self._reply_tag(event.tag)
             self._end_sasl()
-            tag = event.tag.encode() if event.tag else b"*"
             reason = event.reason.encode("ascii", "replace")[:200]
-            return [Send(tag + b" BAD Error in IMAP command: " + reason + b"\r\n")]
+            return self._bad(b"Error in IMAP command: " + reason, tag)
         raise AssertionError(event)
+
+    def _reply_tag(self, tag: str | None) -> bytes:
+        """The tag of the input a parser error is about: an AUTHENTICATE response has none
+        of its own, but the client waits for the AUTHENTICATE command's completion."""
+        if tag:
+            return tag.encode()
+        return self.tag if self.state is State.SASL else b"*"
 
     def _end_sasl(self) -> None:
         self.sasl = None
@@ -179,26 +246,28 @@ class ImapDialogue:
 
     def cmd_ID(self, cmd: Command) -> list[Action]:
         if len(cmd.args) != 1:
-            return [Send(self._tagged(b"BAD ID needs one argument."))]
+            return self._bad(b"ID needs one argument.")
+        if not _valid_id_params(cmd.args[0]):
+            return self._bad(b"Invalid ID parameters (RFC 2971 section 3.3).")
         return [Send(b'* ID ("name" "mailfarm")\r\n' + self._tagged(b"OK ID completed."))]
 
     def cmd_ENABLE(self, cmd: Command) -> list[Action]:
-        return [Send(self._tagged(b"BAD ENABLE is allowed only after login."))]
+        return self._bad(b"ENABLE is allowed only after login.")
 
     def cmd_STARTTLS(self, cmd: Command) -> list[Action]:
         if self.tls_active:
-            return [Send(self._tagged(b"BAD TLS is already active."))]
+            return self._bad(b"TLS is already active.")
         if not self.env.tls_offered:
-            return [Send(self._tagged(b"BAD STARTTLS is not available."))]
+            return self._bad(b"STARTTLS is not available.")
         if cmd.args:
-            return [Send(self._tagged(b"BAD STARTTLS takes no arguments."))]
+            return self._bad(b"STARTTLS takes no arguments.")
         self.state = State.WAITING
         return [Send(self._tagged(b"OK Begin TLS negotiation now.")), StartTls()]
 
     def tls_started(self) -> None:
         self.tls_active = True
         # Anything sent in clear after STARTTLS must not be executed under TLS.
-        self.reader = CommandReader(self.env.max_line, self.env.max_literal)
+        self.reader = self._new_reader()
         self.state = State.COMMANDS
 
     def _privacy_required(self) -> list[Action]:
@@ -213,12 +282,12 @@ class ImapDialogue:
 
     def cmd_LOGIN(self, cmd: Command) -> list[Action]:
         if len(cmd.args) != 2:
-            return [Send(self._tagged(b"BAD LOGIN needs a user name and a password."))]
+            return self._bad(b"LOGIN needs a user name and a password.")
         if not self.auth_allowed:
             return self._privacy_required()
         user, password = _text(cmd.args[0]), _text(cmd.args[1])
         if user is None or password is None:
-            return [Send(self._tagged(b"BAD LOGIN arguments must be UTF-8 strings."))]
+            return self._bad(b"LOGIN arguments must be UTF-8 strings.")
         if not user or not password:
             return [Send(self._tagged(FAILURE_REPLIES[Failure.AUTH_FAILED]))]
         self.state = State.WAITING
@@ -226,7 +295,7 @@ class ImapDialogue:
 
     def cmd_AUTHENTICATE(self, cmd: Command) -> list[Action]:
         if not cmd.args or len(cmd.args) > 2 or not all(isinstance(a, bytes) for a in cmd.args):
-            return [Send(self._tagged(b"BAD AUTHENTICATE needs a mechanism name."))]
+            return self._bad(b"AUTHENTICATE needs a mechanism name.")
         if not self.auth_allowed:
             return self._privacy_required()
         mech = cmd.args[0].decode("ascii", "replace").upper()  # type: ignore[union-attr]
@@ -251,11 +320,12 @@ class ImapDialogue:
             return self._sasl_failed(exc)
 
     def _sasl_failed(self, exc: SaslError) -> list[Action]:
-        """RFC 9051: a cancelled or malformed exchange ends with a tagged BAD."""
+        """RFC 9051: a cancelled or malformed exchange ends with a tagged BAD; only the
+        malformed one counts as invalid (Dovecot does not count a client's cancel)."""
         self._end_sasl()
         if isinstance(exc, SaslCancelled):
             return [Send(self._tagged(b"BAD Authentication cancelled."))]
-        return [Send(self._tagged(b"BAD " + str(exc).encode("ascii", "replace")[:200]))]
+        return self._bad(str(exc).encode("ascii", "replace")[:200])
 
     def _sasl_result(self, result: Challenge | Credentials) -> list[Action]:
         if isinstance(result, Challenge):

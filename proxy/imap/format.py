@@ -79,24 +79,28 @@ def capability_code(line: bytes) -> bytes | None:
     return rest.strip() if name.upper() == b"CAPABILITY" else None
 
 
-def parse_capability(text: bytes) -> tuple[str, ...]:
-    """Upper-cased capability names from ``* CAPABILITY ...``, a status line carrying a
-    ``[CAPABILITY ...]`` code, the bare code ``[CAPABILITY ...]``, or its contents."""
+def parse_capability(text: bytes, *, keep_case: bool = False) -> tuple[str, ...]:
+    """Capability names from ``* CAPABILITY ...``, a status line carrying a
+    ``[CAPABILITY ...]`` code, the bare code ``[CAPABILITY ...]``, or its contents.
+
+    Upper-cased for comparing (names are case-insensitive); ``keep_case`` keeps the
+    server's spelling for lists a client is shown (``IMAP4rev1``, not ``IMAP4REV1``)."""
     text = text.strip()
     code = capability_code(text)
     if code is not None:
-        return _upper_words(code)
+        return _words(code, keep_case)
     if text.startswith((b"[", b"* ")):
         inner = text[1:].partition(b"]")[0] if text.startswith(b"[") else text[2:]
         name, _, rest = inner.partition(b" ")
         # Any other untagged response or code (e.g. a greeting without capabilities).
-        return _upper_words(rest) if name.upper() == b"CAPABILITY" else ()
+        return _words(rest, keep_case) if name.upper() == b"CAPABILITY" else ()
     name, _, rest = text.partition(b" ")
-    return _upper_words(rest if name.upper() == b"CAPABILITY" else text)
+    return _words(rest if name.upper() == b"CAPABILITY" else text, keep_case)
 
 
-def _upper_words(text: bytes) -> tuple[str, ...]:
-    return tuple(word.upper().decode("ascii", "replace") for word in text.split())
+def _words(text: bytes, keep_case: bool) -> tuple[str, ...]:
+    words = text.split() if keep_case else text.upper().split()
+    return tuple(word.decode("ascii", "replace") for word in words)
 
 
 def tagged_status(line: bytes, tag: bytes) -> str | None:

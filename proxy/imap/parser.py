@@ -2,8 +2,11 @@
 
 Before login the proxy must understand the client well enough to route it, but the peer
 is anonymous: every byte it can make us hold is bounded (``max_line``, ``max_literal``,
-``max_command``), and oversized input is counted and dropped as it arrives, then reported
-once. After login the proxy relays bytes raw and this module is out of the picture.
+``max_command``, or a named command's own :class:`Bounds`, as ID needs more room than
+the rest), and oversized input is counted and dropped as it arrives, then reported once.
+A non-synchronizing literal over its bound is reported as soon as it is announced: its
+bytes are coming whatever we answer, and the caller will rather hang up than wait for
+them. After login the proxy relays bytes raw and this module is out of the picture.
 
 Sans-I/O like h11: bytes go in with :meth:`CommandReader.feed`, events come out of
 :meth:`CommandReader.next_event`. Events are produced lazily and a command's bytes stay
@@ -17,6 +20,7 @@ while it is busy), otherwise the buffer holds whatever it was fed.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -48,6 +52,15 @@ class TooLong:
 
 
 @dataclass(frozen=True, slots=True)
+class LiteralTooLong:
+    """A non-synchronizing literal over its bound was announced; the reader skips its body,
+    but the client is sending it anyway, so a server usually closes (RFC 7888 section 4)."""
+
+    tag: str | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Malformed:
     """A syntax error; ``reason`` is a fixed string, safe to echo in a BAD response."""
 
@@ -62,7 +75,18 @@ class RawLine:
     data: bytes
 
 
-Event: TypeAlias = Command | ContinuationNeeded | TooLong | Malformed | RawLine
+Event: TypeAlias = Command | ContinuationNeeded | TooLong | LiteralTooLong | Malformed | RawLine
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What one command may make us hold: its line bytes (CRLF included, literal bodies
+    excluded), each literal body, and both together."""
+
+    line: int
+    literal: int
+    command: int
+
 
 # RFC 9051: tag = 1*<any ASTRING-CHAR except "+">; ASTRING-CHAR = ATOM-CHAR / "]";
 # ATOM-CHAR = any CHAR (%x01-7F) except ( ) { SP CTL % * " \ ].
@@ -99,15 +123,15 @@ class CommandReader:
     """Incremental reader of client commands, bounded in memory, never raising on input."""
 
     __slots__ = (
+        "_bounds",
         "_buf",
+        "_by_name",
+        "_default",
         "_lf_from",
         "_line_len",
         "_lit_size",
         "_lit_sync",
         "_lit_total",
-        "_max_command",
-        "_max_line",
-        "_max_literal",
         "_mode",
         "_name",
         "_need_sep",
@@ -120,16 +144,26 @@ class CommandReader:
     )
 
     def __init__(
-        self, max_line: int = 8192, max_literal: int = 8192, *, max_command: int | None = None
+        self,
+        max_line: int = 8192,
+        max_literal: int = 8192,
+        *,
+        max_command: int | None = None,
+        command_bounds: Mapping[str, Bounds] | None = None,
     ) -> None:
         """``max_line`` bounds a command's line bytes (CRLF included, literal bodies
         excluded), ``max_literal`` each literal body, ``max_command`` everything one
-        command may make us hold (default: a line plus two full literals, i.e. LOGIN)."""
+        command may make us hold (default: a line plus two full literals, i.e. LOGIN).
+        ``command_bounds`` replaces those for the commands it names (upper-case), so one
+        command can be allowed more without loosening the others; memory is then bounded
+        by the largest of them."""
         if max_line < 1 or max_literal < 0:
             raise ValueError("max_line must be >= 1 and max_literal >= 0")
-        self._max_line = max_line
-        self._max_literal = max_literal
-        self._max_command = max_line + 2 * max_literal if max_command is None else max_command
+        command = max_line + 2 * max_literal if max_command is None else max_command
+        self._default = Bounds(max_line, max_literal, command)
+        self._by_name = dict(command_bounds or {})
+        if any(b.line < 1 or b.literal < 0 for b in self._by_name.values()):
+            raise ValueError("a command's line bound must be >= 1 and its literal bound >= 0")
         self._buf = bytearray()
         self._mode = _COMMAND
         self._pending: TooLong | Malformed | None = None  # reported when a discard ends
@@ -139,6 +173,7 @@ class CommandReader:
 
     def _reset_command(self) -> None:
         # _buf[0] is always the first byte of the command being read.
+        self._bounds = self._default
         self._scan = 0  # where parsing resumes
         self._lf_from = 0  # _buf[_scan:_lf_from] is known to hold no LF
         self._tag: str | None = None
@@ -217,6 +252,19 @@ class CommandReader:
             return None
         return m.group().decode("ascii")
 
+    def _peek_name(self, end: int) -> str:
+        """The upper-cased name of a command whose first line has not ended, or "" unless
+        ``_buf[:end]`` holds a tag and a whole name followed by a space. Looking no further
+        than the bound just exceeded keeps the answer independent of how input was split."""
+        buf = self._buf
+        m = _TAG.match(buf, 0, end)
+        if m is None or m.end() >= end or buf[m.end()] != _SP:
+            return ""
+        m = _ATOM.match(buf, m.end() + 1, end)
+        if m is None or m.end() >= end or buf[m.end()] != _SP:
+            return ""
+        return m.group().upper().decode("ascii")
+
     def _fail(self, event: TooLong | Malformed, segment_start: int) -> _Again:
         """Discard the current command from the segment being read, report afterwards."""
         del self._buf[:segment_start]
@@ -230,13 +278,22 @@ class CommandReader:
         """Parse one line segment: up to LF, or up to a literal announcement."""
         buf = self._buf
         start = self._scan
-        limit = start + self._max_line - self._line_len
+        bounds = self._bounds
+        used = self._line_len
+        limit = start + min(bounds.line - used, bounds.command - used - self._lit_total)
         nl = buf.find(b"\n", self._lf_from, limit)
         if nl < 0:
             if len(buf) < limit:
                 self._lf_from = len(buf)
                 return None
-            tag = self._tag if self._tag is not None else self._peek_tag(self._max_line)
+            if self._tag is None and bounds is self._default:
+                own = self._by_name.get(self._peek_name(limit))
+                if own is not None:
+                    # A first line too long for the default, of a command allowed more.
+                    self._bounds = own
+                    self._lf_from = limit
+                    return _AGAIN
+            tag = self._tag if self._tag is not None else self._peek_tag(bounds.line)
             return self._fail(TooLong(tag), start)
         end = nl - 1 if nl > start and buf[nl - 1] == 0x0D else nl
         tag = self._tag
@@ -260,6 +317,10 @@ class CommandReader:
             self._name = m.group().upper().decode("ascii")
             pos = m.end()
             self._need_sep = True
+            own = self._by_name.get(self._name, self._default)
+            self._bounds = own
+            if self._line_len > min(own.line, own.command):
+                return self._fail(TooLong(tag), start)
         stack = self._stack
         need_sep = self._need_sep
         while pos < end:
@@ -320,19 +381,19 @@ class CommandReader:
     def _literal(self, size: int, sync: bool, nl: int) -> _Step:
         tag = self._tag
         assert tag is not None
-        if size > self._max_literal or (
-            self._line_len + self._lit_total + size > self._max_command
-        ):
+        bounds = self._bounds
+        if size > bounds.literal or self._line_len + self._lit_total + size > bounds.command:
             del self._buf[: nl + 1]
             self._reset_command()
             if sync:
                 # The client waits for a "+" that never comes, so it sends no body.
                 return TooLong(tag)
-            self._pending = TooLong(tag)
+            # Reported now; the body and the rest of the command are skipped silently.
+            self._pending = None
             self._skip = size
             self._skip_literals = True
             self._mode = _SKIP_BYTES
-            return _AGAIN
+            return LiteralTooLong(tag, size)
         self._lit_total += size
         self._lit_size = size
         self._lit_sync = sync
@@ -375,12 +436,17 @@ class CommandReader:
         del buf[: nl + 1]
         if plus:
             self._mode = _SKIP_BYTES
+            pending = self._pending
+            if pending is not None and self._skip > self._default.literal:
+                # As for a command still being read: say so now, not after the body.
+                self._pending = None
+                return LiteralTooLong(pending.tag, self._skip)
             return _AGAIN
         event = self._pending
         self._pending = None
         self._mode = _COMMAND
         self._reset_command()
-        return event
+        return _AGAIN if event is None else event
 
     def _skip_bytes(self) -> _Step:
         k = min(self._skip, len(self._buf))
@@ -393,16 +459,18 @@ class CommandReader:
 
     def _read_raw(self) -> _Step:
         buf = self._buf
-        limit = self._max_line
+        limit = self._default.line
         nl = buf.find(b"\n", self._lf_from, limit)
         if nl < 0:
             if len(buf) < limit:
                 self._lf_from = len(buf)
                 return None
-            self._pending = TooLong(None)
+            # Reported at once: the caller answers while the rest of the line is dropped,
+            # so a client that never ends the line is not left waiting.
+            self._pending = None
             self._skip_literals = False
             self._mode = _SKIP_LINE
-            return _AGAIN
+            return TooLong(None)
         end = nl - 1 if nl > 0 and buf[nl - 1] == 0x0D else nl
         data = bytes(buf[:end])
         del buf[: nl + 1]

@@ -29,7 +29,7 @@ from proxy.actions import (
 from proxy.imap.dialogue import ImapDialogue
 from proxy.imap.format import astring_parts
 from proxy.imap.parser import Command as ImapCommand
-from proxy.imap.parser import CommandReader, ContinuationNeeded, Malformed, RawLine
+from proxy.imap.parser import CommandReader, ContinuationNeeded, LiteralTooLong, Malformed, RawLine
 from proxy.imap.parser import TooLong as ImapTooLong
 from proxy.pop3.dialogue import Pop3Dialogue
 from proxy.pop3.parser import LineReader, parse_command
@@ -51,7 +51,7 @@ def split(data: bytes, points: list[int]) -> Iterator[bytes]:
 
 # -- IMAP command reader ------------------------------------------------------------------
 
-IMAP_EVENTS = ImapCommand | ContinuationNeeded | ImapTooLong | Malformed | RawLine
+IMAP_EVENTS = ImapCommand | ContinuationNeeded | ImapTooLong | LiteralTooLong | Malformed | RawLine
 imap_words = st.sampled_from(
     [b"a1 ", b"LOGIN ", b"AUTHENTICATE PLAIN", b'"x\\"y"', b"{3}\r\n", b"{5+}\r\n", b"(",
      b")", b" ", b"\r\n", b"\n", b"\x00", b"~{2}\r\n", b"NIL", b"*", b"{99999999999}\r\n"]

@@ -186,3 +186,17 @@ def test_response_readers_never_raise(line: bytes, tag: bytes) -> None:
     capability_code(line)
     response_code(line)
     tagged_status(line, tag)
+
+
+@pytest.mark.parametrize(
+    ("text", "caps"),
+    [
+        (b"* CAPABILITY IMAP4rev1 auth=PLAIN\r\n", ("IMAP4rev1", "auth=PLAIN")),
+        (b"a OK [CAPABILITY IMAP4rev1 SORT] Logged in\r\n", ("IMAP4rev1", "SORT")),
+        (b"IMAP4rev1 X", ("IMAP4rev1", "X")),
+        (b"* OK Dovecot ready.\r\n", ()),
+    ],
+)
+def test_parse_capability_can_keep_the_servers_case(text: bytes, caps: tuple[str, ...]) -> None:
+    """What a client is shown is the backend's own list, spelt as the backend spells it."""
+    assert parse_capability(text, keep_case=True) == caps

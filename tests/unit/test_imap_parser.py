@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.imap.parser import (
+    Bounds,
     Command,
     CommandReader,
     ContinuationNeeded,
     Event,
+    LiteralTooLong,
     Malformed,
     RawLine,
     TooLong,
@@ -26,7 +29,7 @@ def drain(reader: CommandReader) -> list[Event]:
     return events
 
 
-def parse(data: bytes, **limits: int) -> list[Event]:
+def parse(data: bytes, **limits: Any) -> list[Event]:
     reader = CommandReader(**limits)
     reader.feed(data)
     return drain(reader)
@@ -188,7 +191,7 @@ def test_oversized_literal_plus_is_skipped() -> None:
     for i in range(0, len(data), 7):
         reader.feed(data[i : i + 7])
         for event in drain(reader):
-            assert event in (TooLong("a"), cmd("c", "NOOP"))
+            assert event in (LiteralTooLong("a", len(body)), cmd("c", "NOOP"))
         assert len(reader._buf) <= 40
     assert reader.take_pending() == b""
 
@@ -196,13 +199,13 @@ def test_oversized_literal_plus_is_skipped() -> None:
 def test_huge_literal_plus_is_never_stored() -> None:
     reader = CommandReader(max_literal=1000)
     reader.feed(b"a APPEND {50000000+}\r\n")
-    assert drain(reader) == []
+    assert drain(reader) == [LiteralTooLong("a", 50000000)]
     chunk = b"\n" * 65536
     for _ in range(50000000 // 65536):
         reader.feed(chunk)
         assert len(reader._buf) == 0
     reader.feed(b"\n" * (50000000 % 65536) + b"\r\nb NOOP\r\n")
-    assert drain(reader) == [TooLong("a"), cmd("b", "NOOP")]
+    assert drain(reader) == [cmd("b", "NOOP")]
 
 
 def test_command_budget_bounds_many_literals() -> None:
@@ -334,12 +337,14 @@ def test_raw_lines_are_not_commands(data: bytes, raw: bytes) -> None:
 def test_raw_line_too_long() -> None:
     reader = CommandReader(max_line=16)
     reader.expect_raw_line()
+    events: list[Event] = []
     for _ in range(100):
         reader.feed(b"QUJD" * 10)
-        assert drain(reader) == []
+        events += drain(reader)
         assert len(reader._buf) <= 40
+    assert events == [TooLong(None)]
     reader.feed(b"{5+}\r\nb NOOP\r\n")  # no literal in a raw line
-    assert drain(reader) == [TooLong(None), cmd("b", "NOOP")]
+    assert drain(reader) == [cmd("b", "NOOP")]
 
 
 def test_expect_raw_line_mid_command_is_an_error() -> None:
@@ -373,7 +378,7 @@ _line = st.builds(
 _junk = st.lists(_line | _line | st.sampled_from(_FRAGMENTS) | st.binary(max_size=8), max_size=12)
 
 
-def _run_chunked(data: bytes, cuts: list[int], raw_after_auth: bool, **limits: int) -> tuple:
+def _run_chunked(data: bytes, cuts: list[int], raw_after_auth: bool, **limits: Any) -> tuple:
     reader = CommandReader(**limits)
     bounds = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
     events: list[Event] = []
@@ -383,10 +388,11 @@ def _run_chunked(data: bytes, cuts: list[int], raw_after_auth: bool, **limits: i
             events.append(event)
             if raw_after_auth and isinstance(event, Command) and event.name == "AUTHENTICATE":
                 reader.expect_raw_line()
-        # Drained: at most one partial command (a line and its literals), or the few
-        # bytes kept while discarding a line, plus the chunk just fed.
-        bound = limits["max_line"] + 2 * limits["max_literal"] + max(hi - lo, 32)
-        assert len(reader._buf) <= bound
+        # Drained: at most one partial command (a line and its literals, or what its own
+        # bounds allow), or the few bytes kept while discarding a line, plus the chunk.
+        held = [limits["max_line"] + 2 * limits["max_literal"]]
+        held += [b.command for b in limits.get("command_bounds", {}).values()]
+        assert len(reader._buf) <= max(held) + max(hi - lo, 32)
     return events, reader.take_pending()
 
 
@@ -400,8 +406,113 @@ def test_split_points_do_not_matter(data: bytes, cuts: list[int], raw: bool) -> 
 
 
 @settings(max_examples=300)
+@given(_junk.map(b"".join), st.lists(st.integers(min_value=0), max_size=40), st.booleans())
+def test_split_points_do_not_matter_with_command_bounds(
+    data: bytes, cuts: list[int], raw: bool
+) -> None:
+    """Whether a line is long enough to need ID's own bounds is decided the same way
+    whatever the chunks (tiny defaults make the widening happen often)."""
+    limits = {"max_line": 8, "max_literal": 10, "command_bounds": {"ID": Bounds(90, 4, 100)}}
+    whole = _run_chunked(data, [], raw, **limits)
+    assert _run_chunked(data, cuts, raw, **limits) == whole
+    assert _run_chunked(data, list(range(len(data))), raw, **limits) == whole
+
+
+@settings(max_examples=300)
 @given(st.binary(max_size=400), st.integers(min_value=1, max_value=64), st.booleans())
 def test_arbitrary_bytes_only_produce_events(data: bytes, max_line: int, raw: bool) -> None:
     events, _ = _run_chunked(data, [7, 50, 51], raw, max_line=max_line, max_literal=8)
     for event in events:
-        assert isinstance(event, Command | ContinuationNeeded | TooLong | Malformed | RawLine)
+        assert isinstance(
+            event, Command | ContinuationNeeded | TooLong | LiteralTooLong | Malformed | RawLine
+        )
+
+
+# -- per-command bounds (ID may be longer than the rest, RFC 2971) ------------------------
+
+_WIDE = {"ID": Bounds(line=400, literal=20, command=400)}
+
+
+def test_a_named_command_gets_its_own_line_bound() -> None:
+    line = b"a ID (" + b'"f" "' + b"v" * 300 + b'")\r\n'
+    assert parse(line, max_line=100, command_bounds=_WIDE) == [cmd("a", "ID", [b"f", b"v" * 300])]
+    # Lower-case names and a line arriving byte by byte are widened alike.
+    reader = CommandReader(max_line=100, command_bounds=_WIDE)
+    events: list[Event] = []
+    for b in line.replace(b"ID", b"id"):
+        reader.feed(bytes([b]))
+        events += drain(reader)
+    assert events == [cmd("a", "ID", [b"f", b"v" * 300])]
+
+
+def test_other_commands_keep_the_default_bounds() -> None:
+    line = b"a LOGIN " + b"x" * 300 + b" y\r\nb NOOP\r\n"
+    assert parse(line, max_line=100, command_bounds=_WIDE) == [TooLong("a"), cmd("b", "NOOP")]
+    # A tag that only looks like the name does not widen anything.
+    assert parse(b"ID " + b"x" * 300 + b"\r\n", max_line=100, command_bounds=_WIDE) == [
+        TooLong("ID")
+    ]
+
+
+def test_a_named_command_is_refused_beyond_its_own_bound() -> None:
+    line = b'a ID ("f" "' + b"v" * 500 + b'")\r\nb NOOP\r\n'
+    assert parse(line, max_line=100, command_bounds=_WIDE) == [TooLong("a"), cmd("b", "NOOP")]
+
+
+def test_a_named_command_has_its_own_literal_bound() -> None:
+    ok = b'a ID ("f" {20}\r\n' + b"v" * 20 + b")\r\n"
+    assert parse(ok, max_literal=100, command_bounds=_WIDE) == [
+        ContinuationNeeded("a", 20),
+        cmd("a", "ID", [b"f", b"v" * 20]),
+    ]
+    refused = b'a ID ("f" {21}\r\nb LOGIN {21}\r\n'
+    assert parse(refused, max_literal=100, command_bounds=_WIDE) == [
+        TooLong("a"),
+        ContinuationNeeded("b", 21),
+    ]
+
+
+def test_a_named_command_bound_spans_its_literals() -> None:
+    bounds = {"ID": Bounds(line=400, literal=300, command=400)}
+    line = b'a ID ("f" {300+}\r\n' + b"v" * 300 + b' "g" "' + b"w" * 100 + b'")\r\nb NOOP\r\n'
+    assert parse(line, max_line=100, command_bounds=bounds) == [TooLong("a"), cmd("b", "NOOP")]
+
+
+def test_a_narrower_bound_applies_once_the_name_is_known() -> None:
+    bounds = {"ID": Bounds(line=20, literal=5, command=20)}
+    assert parse(b'a ID ("name" "mutt1234567")\r\nb NOOP\r\n', command_bounds=bounds) == [
+        TooLong("a"),
+        cmd("b", "NOOP"),
+    ]
+
+
+# -- oversized non-synchronizing literals are reported when announced ---------------------
+
+
+def test_oversized_literal_plus_is_reported_at_once() -> None:
+    reader = CommandReader(max_literal=100)
+    reader.feed(b"a LOGIN {101+}\r\n")
+    assert drain(reader) == [LiteralTooLong("a", 101)]
+    reader.feed(b"x" * 101 + b" y\r\nb NOOP\r\n")  # still skipped, never a command
+    assert drain(reader) == [cmd("b", "NOOP")]
+
+
+def test_oversized_literal_plus_ending_a_discarded_line_is_reported_at_once() -> None:
+    reader = CommandReader(max_line=50, max_literal=100)
+    reader.feed(b"a X " + b"y" * 100 + b" {5000+}\r\n")
+    assert drain(reader) == [LiteralTooLong("a", 5000)]
+    reader.feed(b"z" * 5000 + b"\r\nb NOOP\r\n")
+    assert drain(reader) == [cmd("b", "NOOP")]
+
+
+def test_raw_line_too_long_is_reported_before_its_end() -> None:
+    """An AUTHENTICATE response over the bound is answered while the client still sends,
+    so a client that never ends the line is not left waiting for the login timeout."""
+    reader = CommandReader(max_line=16)
+    reader.expect_raw_line()
+    reader.feed(b"QUJD" * 10)
+    assert drain(reader) == [TooLong(None)]
+    reader.feed(b"QUJD" * 1000)
+    assert drain(reader) == []
+    reader.feed(b"\r\nb NOOP\r\n")
+    assert drain(reader) == [cmd("b", "NOOP")]

@@ -5,6 +5,14 @@ connection, no bodies we read; a dependency that size would be most of the attac
 Everything an admin client can make us hold is bounded (request line, header count and
 size, body, time), and the listener should still sit on a management address only.
 
+A few idle or slow-drip connections must never starve the load balancers' ``/healthz``
+probe (they once did: 32 silent connections made it answer 503 to everyone). So a request
+has a few seconds to arrive, one address holds at most ``MAX_CLIENTS_PER_IP`` connections,
+and when a table is full the connection that has waited longest *without sending a whole
+request* is closed to make room for the newcomer. A real client sends its request within a
+round trip of connecting, so the one given up is almost always the idle one; only when
+every slot is busy answering a request does a newcomer get 503.
+
 Authentication is one bearer token (``[admin] token`` or ``token_file``), compared in
 constant time. Without a token only the read-only GETs are served; the POSTs, which can
 empty the route cache or disconnect users, answer 403.
@@ -37,8 +45,10 @@ MAX_LINE = 4096  # request line, and each header line
 MAX_HEADERS = 50
 MAX_HEADER_BYTES = 16384
 MAX_BODY = 4096  # no route reads a body; a small one is drained and ignored
-REQUEST_TIMEOUT = 10.0
+REQUEST_TIMEOUT = 3.0  # to send the whole request; a scraper or curl needs milliseconds
+WRITE_TIMEOUT = 10.0  # to take the answer (/metrics can be some hundred KiB)
 MAX_CLIENTS = 32
+MAX_CLIENTS_PER_IP = 8  # a scraper, a health checker and an operator, with room to spare
 MAX_USER = 512
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token
@@ -120,6 +130,15 @@ def kick_goodbyes() -> dict[str, bytes]:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+@dataclass(eq=False, slots=True)
+class _Client:
+    """One admin connection, for the connection tables."""
+
+    ip: str
+    writer: asyncio.StreamWriter
+    released: bool = False
+
+
 class AdminServer:
     """One per process; :meth:`listen` once per ``[admin] listen`` address."""
 
@@ -132,14 +151,22 @@ class AdminServer:
         goodbyes: Mapping[str, bytes] | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
         max_clients: int = MAX_CLIENTS,
+        max_clients_per_ip: int = MAX_CLIENTS_PER_IP,
     ) -> None:
         self.env = env
         self.metrics = metrics
         self._token = token.encode("utf-8")
         self._goodbyes = dict(kick_goodbyes() if goodbyes is None else goodbyes)
         self._timeout = request_timeout
-        self._max_clients = max_clients
-        self._clients = 0
+        self._max_clients = max(1, max_clients)
+        self._max_per_ip = max(1, min(max_clients_per_ip, self._max_clients))
+        self.connections = 0
+        self.connections_by_address: dict[str, int] = {}
+        # Connections whose request is not read yet, oldest first (dicts keep order): the
+        # ones given up, oldest first, when a table is full.
+        self._waiting: dict[_Client, None] = {}
+        self._given_up = 0
+        self._given_up_logged = float("-inf")
         # path → (method, handler, served without a token)
         self.routes: dict[str, tuple[str, Handler, bool]] = {
             "/metrics": ("GET", self.get_metrics, True),
@@ -162,51 +189,112 @@ class AdminServer:
         """Serve one request and close; never raises."""
         peer = writer.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) else "-"
-        self._clients += 1
+        client = self._admit(ip, writer)
         try:
-            if self._clients > self._max_clients:
-                response = _json(503, {"error": "too many admin connections"})
+            if client is None:
+                response: Response | None = _json(503, {"error": "too many admin connections"})
             else:
-                response = await self._respond(reader, ip)
-            if response is not None:
+                response = await self._respond(reader, ip, client)
+            if response is not None and not writer.is_closing():
                 writer.write(self._serialise(response))
-                await asyncio.wait_for(writer.drain(), self._timeout)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
                 if response.status >= 400:
-                    await self._linger(reader, writer)
+                    if client is not None and not client.released:
+                        self._waiting[client] = None  # done with: may make room again
+                    await self._linger(reader, writer, 0.25 if client is None else 1.0)
         except (ConnectionError, TimeoutError, OSError):
             pass
         except Exception:
             log.exception("admin: internal error serving %s", ip)
         finally:
-            self._clients -= 1
+            if client is not None:
+                self._release(client)
             writer.close()
             try:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             except (ConnectionError, TimeoutError, OSError):
                 pass
 
+    # -- connection tables ---------------------------------------------------------------
+
+    def _admit(self, ip: str, writer: asyncio.StreamWriter) -> _Client | None:
+        """A place in the tables for a new connection, or ``None``: every slot it could
+        take is busy answering a request (silent connections are given up instead)."""
+        if self.connections_by_address.get(ip, 0) >= self._max_per_ip:
+            if not self._give_up(ip):
+                return None
+        if self.connections >= self._max_clients:
+            if not self._give_up(None):
+                return None
+        client = _Client(ip, writer)
+        self.connections += 1
+        self.connections_by_address[ip] = self.connections_by_address.get(ip, 0) + 1
+        self._waiting[client] = None
+        return client
+
+    def _give_up(self, ip: str | None) -> bool:
+        """Close the connection (of ``ip``, or of anyone) that has waited longest without
+        sending its request; False when there is none to close."""
+        victim = next((c for c in self._waiting if ip is None or c.ip == ip), None)
+        if victim is None:
+            return False
+        self._release(victim)
+        transport = victim.writer.transport
+        transport.abort()  # its handler sees the connection end and returns
+        self._given_up += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._given_up_logged >= 60.0:  # a flood must not flood the log too
+            log.warning(
+                "admin: %d idle connections closed to make room (latest from %s; limits "
+                "%d per address, %d in all)",
+                self._given_up,
+                victim.ip,
+                self._max_per_ip,
+                self._max_clients,
+            )
+            self._given_up, self._given_up_logged = 0, now
+        return True
+
+    def _release(self, client: _Client) -> None:
+        if client.released:
+            return
+        client.released = True
+        self._waiting.pop(client, None)
+        self.connections -= 1
+        left = self.connections_by_address.get(client.ip, 1) - 1
+        if left > 0:
+            self.connections_by_address[client.ip] = left
+        else:
+            self.connections_by_address.pop(client.ip, None)
+
     @staticmethod
-    async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _linger(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, seconds: float
+    ) -> None:
         """After an error some request bytes may be unread; closing then would send a
         reset that can destroy our reply in flight, so drain them for a moment first."""
         if writer.can_write_eof():
             writer.write_eof()
         try:
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(seconds):
                 while await reader.read(65536):
                     pass
         except (TimeoutError, ConnectionError, OSError):
             pass
 
-    async def _respond(self, reader: asyncio.StreamReader, ip: str) -> Response | None:
+    async def _respond(
+        self, reader: asyncio.StreamReader, ip: str, client: _Client
+    ) -> Response | None:
         try:
             try:
                 async with asyncio.timeout(self._timeout):
                     request = await self._read_request(reader)
             except TimeoutError:
                 raise HttpError(408, "request not received in time") from None
-            if request is None:
-                return None  # the client left before saying anything
+            finally:
+                self._waiting.pop(client, None)  # read (or failed): no longer given up
+            if request is None or client.released:
+                return None  # the client left before saying anything, or was given up
             return await self._dispatch(request, ip)
         except HttpError as exc:
             return _json(exc.status, {"error": exc.message}, exc.extra)

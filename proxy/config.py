@@ -108,8 +108,16 @@ PROXY_KEYS = {
 
 TLS_KEYS = {"cert": Key("path", None), "key": Key("path", None)}
 
+# Who may connect to the Postfix-facing listeners ([lookup], [lmtp]): they answer anyone's
+# questions about every mailbox and take mail for it, so by default only this host.
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
 LOOKUP_KEYS = {
     "listen": Key("listen", ()),
+    "allowed_networks": Key("networks", LOOPBACK),
     "tcp_listen": Key("listen", ()),
     "transport": Key("str", "lmtp:inet:{host}:24"),
     "tcp_map": Key("str", "transport", one_of("domains", "mailboxes", "transport", "aliases")),
@@ -118,6 +126,7 @@ LOOKUP_KEYS = {
 
 LMTP_KEYS = {
     "listen": Key("listen", ()),
+    "allowed_networks": Key("networks", LOOPBACK),
     "backend_port": Key("int", 24, port_number),
     "backend_timeout": Key("float", 30.0, positive),
     "hostname": Key("str", ""),
@@ -240,6 +249,7 @@ class ProtocolSettings:
 @dataclass(frozen=True, slots=True)
 class LookupSettings:
     listen: Listen
+    allowed_networks: tuple[Network, ...]
     tcp_listen: Listen
     transport: str
     tcp_map: str
@@ -249,6 +259,7 @@ class LookupSettings:
 @dataclass(frozen=True, slots=True)
 class LmtpSettings:
     listen: Listen
+    allowed_networks: tuple[Network, ...]
     backend_port: int
     backend_timeout: float
     hostname: str

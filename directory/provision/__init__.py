@@ -38,3 +38,16 @@ class Unavailable(ProvisionError):
     """LDAP, a backend or a proxy could not be reached or failed mid-way."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+class PartlyApplied(Unavailable):
+    """The change is made in LDAP, but not every mailfarm instance could be told to drop
+    what it caches of the user: those may go on answering from the old state for a while.
+
+    ``data`` is what the command reports on success plus which instances were missed, so a
+    script sees what was done as well as what was not.
+    """
+
+    def __init__(self, message: str, data: dict[str, object]) -> None:
+        super().__init__(message)
+        self.data = data

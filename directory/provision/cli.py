@@ -1,7 +1,8 @@
 """``mailfarm domain|user|dns|import``: the admin tool's commands, as operators script them.
 
 Each command prints a short human answer, or with ``--json`` one JSON object on stdout
-(``"ok": true`` plus the data; on failure ``"ok": false`` and ``"error"``). Messages and
+(``"ok": true`` plus the data; on failure ``"ok": false`` and ``"error"``, with the data too
+when the change was made but not every mailfarm instance could be told). Messages and
 warnings go to stderr. Exit status: 0 done, 1 not found or refused, 2 usage or
 configuration, 3 LDAP, a backend or a proxy unavailable.
 
@@ -22,7 +23,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from directory.provision import EXIT_OK, ProvisionError, UsageError
+from directory.provision import EXIT_OK, PartlyApplied, ProvisionError, UsageError
 from proxy.config import ConfigError, Settings, load_config
 
 if TYPE_CHECKING:  # ldap3 is imported only when a command of ours runs
@@ -53,7 +54,8 @@ def _run(args: argparse.Namespace, action: Action) -> int:
         code = exc.exit_code if isinstance(exc, ProvisionError) else 2
         print(f"mailfarm: {exc}", file=sys.stderr)
         if args.json:
-            print(json.dumps({"ok": False, "error": str(exc), "exit": code}))
+            data = exc.data if isinstance(exc, PartlyApplied) else {}
+            print(json.dumps({"ok": False, **data, "error": str(exc), "exit": code}))
         return code
 
 
@@ -106,8 +108,8 @@ def domain_list(args: argparse.Namespace, settings: Settings, writer: LdapWriter
 def domain_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
     from directory.provision.domains import delete_domain
 
-    domain, users = delete_domain(settings, writer, args.domain, args.force)
-    data = {**domain.as_dict(), "deleted_users": [u.mail for u in users]}
+    domain, users, warnings = delete_domain(settings, writer, args.domain, args.force)
+    data = {**domain.as_dict(), "deleted_users": [u.mail for u in users], "warnings": warnings}
     _emit(args, data, [f"domain {domain.name} deleted with {len(users)} users"])
     return EXIT_OK
 
@@ -124,12 +126,18 @@ def user_add(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -
     return EXIT_OK
 
 
+def _told(change: Any) -> str:
+    count = len(change.notified.reached)
+    return f"; flushed on {count} mailfarm instance{'s' * (count != 1)}" if count else ""
+
+
 def user_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
     from directory.provision.users import delete_user
 
-    user, removed = delete_user(settings, writer, args.login)
-    data = {**user.as_dict(), "messages_removed": removed}
-    _emit(args, data, [f"{user.mail} deleted ({removed} messages removed from {user.host})"])
+    change = delete_user(settings, writer, args.login)
+    user, removed = change.user, change.extra["messages_removed"]
+    line = f"{user.mail} deleted ({removed} messages removed from {user.host}){_told(change)}"
+    _emit(args, change.as_dict(), [line])
     return EXIT_OK
 
 
@@ -137,9 +145,28 @@ def user_passwd(args: argparse.Namespace, settings: Settings, writer: LdapWriter
     from directory.provision.users import find_user, set_password
 
     find_user(settings, writer, args.login)  # "no such user" before asking for a password
-    user = set_password(settings, writer, args.login, read_password(args.password_file))
-    _emit(args, user.as_dict(), [f"password of {user.mail} changed"])
+    change = set_password(settings, writer, args.login, read_password(args.password_file))
+    _emit(args, change.as_dict(), [f"password of {change.user.mail} changed{_told(change)}"])
     return EXIT_OK
+
+
+def _set_disabled(
+    args: argparse.Namespace, settings: Settings, writer: LdapWriter, disabled: bool
+) -> int:
+    from directory.provision.users import set_login_disabled
+
+    change = set_login_disabled(settings, writer, args.login, disabled)
+    what = "disabled" if disabled else "enabled"
+    _emit(args, change.as_dict(), [f"logins of {change.user.mail} {what}{_told(change)}"])
+    return EXIT_OK
+
+
+def user_disable(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    return _set_disabled(args, settings, writer, True)
+
+
+def user_enable(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+    return _set_disabled(args, settings, writer, False)
 
 
 def user_list(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
@@ -319,7 +346,9 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p.add_argument("domain")
     p.add_argument("--force", action="store_true", help="delete its users and mailboxes first")
 
-    group = subparsers.add_parser("user", help="add, delete, list, show and move users")
+    group = subparsers.add_parser(
+        "user", help="add, delete, disable, enable, list, show and move users"
+    )
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _leaf(sub, "add", "add a user: entry and mailbox", user_add, add_config)
     p.add_argument("address", help="e.g. alice@example.co.uk (uid alice_example_co_uk)")
@@ -332,6 +361,23 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p = _leaf(sub, "passwd", "set a user's password", user_passwd, add_config)
     p.add_argument("login", help="uid or address")
     p.add_argument("--password-file", metavar="F", help="read the password from F (- = stdin)")
+    p = _leaf(
+        sub,
+        "disable",
+        "refuse a user's logins ([directory] disabled_attribute) and end its sessions; "
+        "mail for it is deferred meanwhile (not while a move of it runs)",
+        user_disable,
+        add_config,
+    )
+    p.add_argument("login", help="uid or address")
+    p = _leaf(
+        sub,
+        "enable",
+        "allow a user's logins again (not while a move of it runs)",
+        user_enable,
+        add_config,
+    )
+    p.add_argument("login", help="uid or address")
     p = _leaf(sub, "list", "list users", user_list, add_config)
     p.add_argument("--domain", metavar="D", help="only the users of domain D")
     p = _leaf(sub, "show", "show one user's entry", user_show, add_config)

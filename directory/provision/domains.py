@@ -25,7 +25,7 @@ from directory.provision.dns import (
 )
 from directory.provision.dnsstore import domain_dn, name_dn
 from directory.provision.ldapwrite import LdapWriter
-from directory.provision.users import User, delete_user, list_users
+from directory.provision.users import User, announce, list_users, remove_user
 from proxy.config import Settings
 
 DOMAIN_CLASSES = ("dNSDomain", "domainRelatedObject")
@@ -128,10 +128,13 @@ def list_domains(writer: LdapWriter) -> list[Domain]:
 
 def delete_domain(
     settings: Settings, writer: LdapWriter, name: str, force: bool
-) -> tuple[Domain, list[User]]:
+) -> tuple[Domain, list[User], tuple[str, ...]]:
     """Remove the domain branch; with ``force`` its users (mailboxes first) before it.
+    Returns the domain, its users and warnings.
 
     Without ``force`` a domain with users is refused: deleting mail is never a side effect.
+    The deleted users are flushed and kicked on every instance at the end, as by
+    ``user del`` (:func:`~directory.provision.users.announce`; PartlyApplied if one is missed).
     """
     domain = check_domain(name)
     dn = domain_dn(writer, domain)
@@ -142,6 +145,16 @@ def delete_domain(
             "or use --force to delete them with their mailboxes"
         )
     for user in users:
-        delete_user(settings, writer, user.uid)
+        remove_user(settings, writer, user)
     writer.delete_subtree(dn)
-    return Domain(domain, dn, len(users)), users
+    deleted = Domain(domain, dn, len(users))
+    warnings: tuple[str, ...] = ()
+    if users:
+        _, warnings = announce(
+            settings,
+            [u.uid for u in users],
+            kick=True,
+            done=f"domain {domain} deleted with {len(users)} users",
+            data={**deleted.as_dict(), "deleted_users": [u.mail for u in users]},
+        )
+    return deleted, users, warnings

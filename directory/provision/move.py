@@ -51,11 +51,8 @@ from directory.provision.mailstore import (
     summary,
     wipe,
 )
-from directory.provision.users import User, find_user
+from directory.provision.users import DISABLED_VALUE, TRUE_VALUES, User, find_user
 from proxy.config import ConfigError, Settings
-
-DISABLED_VALUE = "TRUE"
-_TRUE = {"true", "yes", "1", "on"}  # what directory.model reads as "disabled"
 
 #: Called after each copied batch with (messages copied so far, messages in total).
 Progress = Callable[[int, int], None]
@@ -117,7 +114,7 @@ class _Mover:
         entry = self.writer.get(self.user.dn, (self.attr,))
         # A forced move of a user left disabled by an interrupted move must not restore that.
         values = entry.values(self.attr) if entry else []
-        self.saved = [v for v in values if v.lower() not in _TRUE]
+        self.saved = [v for v in values if v.strip().lower() not in TRUE_VALUES]
         self.writer.modify(self.user.dn, {self.attr: [(REPLACE, [DISABLED_VALUE])]})
         self.disabled = True
 

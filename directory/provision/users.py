@@ -4,29 +4,39 @@ An entry is ``uid=<uid>,ou=users,dc=<domain>,ou=domains,<base>`` (inetOrgPerson 
 inetLocalMailRecipient). The uid is derived from the address once, at creation
 (:func:`uid_for_address`); afterwards a user is always found by searching ``uid`` or
 ``mail``, never by taking a uid apart (see ARCHITECTURE.md, "Identity of a user").
+
+A changed password, a deleted user or a disabled login must hold at once on every proxy,
+although each caches routes (``[directory] cache_ttl``) and logins (``[proxy]
+auth_cache_ttl``): after the LDAP change, :func:`announce` flushes the user on every
+``[provision] admin_urls`` instance (and kicks the user's sessions when the user may no
+longer log in at all). An instance that cannot be told is named in a
+:class:`~directory.provision.PartlyApplied` error; the LDAP change stays made.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from ldap3.utils.dn import escape_rdn
 
 from directory.model import route_from_entry
 from directory.names import escape_filter_value
 from directory.passwords import hash_password
-from directory.provision import NotFound, ProvisionError, Refused, UsageError
+from directory.provision import NotFound, PartlyApplied, ProvisionError, Refused, UsageError
+from directory.provision.adminapi import Notified, tell_every_instance
 from directory.provision.dns import check_domain
 from directory.provision.dnsstore import domain_dn
-from directory.provision.ldapwrite import REPLACE, Entry, LdapWriter
+from directory.provision.ldapwrite import DELETE, REPLACE, Entry, LdapWriter
 from directory.provision.mailstore import admin_login, ensure_inbox, wipe
-from proxy.config import Settings
+from proxy.config import ConfigError, Settings
 
 USER_CLASSES = ("inetOrgPerson", "inetLocalMailRecipient")
 USER_FILTER = "(&(objectClass=inetLocalMailRecipient)(|(uid={0})(mail={0})))"
 _LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+DISABLED_VALUE = "TRUE"  # what disabling writes into [directory] disabled_attribute
+TRUE_VALUES = frozenset({"true", "yes", "1", "on"})  # what directory.model reads as disabled
 
 
 def check_address(address: str) -> tuple[str, str]:
@@ -207,24 +217,138 @@ def add_user(
     return User(dn, uid, address, host, False)
 
 
-def delete_user(settings: Settings, writer: LdapWriter, login: str) -> tuple[User, int]:
-    """Empty the mailbox, then remove the entry; (user, messages removed).
+# -- changes every proxy must see at once -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A user change made in LDAP, and which mailfarm instances dropped their cache of it."""
+
+    user: User
+    notified: Notified
+    extra: Mapping[str, object] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {**self.user.as_dict(), **self.extra, **_notified_dict(self.notified, self.warnings)}
+
+
+def _notified_dict(notified: Notified, warnings: Sequence[str] = ()) -> dict[str, object]:
+    return {
+        "flushed": list(notified.reached),
+        "unreachable": [url for url, _ in notified.missed],
+        "warnings": list(warnings),
+    }
+
+
+def announce(
+    settings: Settings,
+    uids: Sequence[str],
+    *,
+    kick: bool,
+    done: str,
+    data: Mapping[str, object],
+) -> tuple[Notified, tuple[str, ...]]:
+    """Flush ``uids`` (routes and remembered logins; with ``kick`` their sessions too) on
+    every ``[provision] admin_urls`` instance, after the LDAP change described by ``done``.
+
+    Returns who was reached and any warnings; raises :class:`PartlyApplied` (exit 3), naming
+    every instance missed and carrying ``data`` plus the outcome, if one could not be told.
+    """
+    urls = settings.provision.admin_urls
+    shown = ", ".join(uids) if len(uids) <= 3 else f"{len(uids)} users"
+    if not urls:
+        return Notified((), ()), (
+            f"no [provision] admin_urls: running mailfarm instances may answer from what "
+            f"they cache of {shown} until their cache TTLs pass",
+        )
+    actions = ("flush", "kick") if kick else ("flush",)
+    notified = tell_every_instance(urls, settings.admin.token, uids, actions)
+    if notified.missed:
+        problems = "; ".join(problem for _, problem in notified.missed)
+        what = "flush and kick" if kick else "flush"
+        name = uids[0] if len(uids) == 1 else "UID"
+        remedy = f"POST /flush?user={name}" + (f" and /kick?user={name}" if kick else "")
+        message = (
+            f"{done}, but {len(notified.missed)} of {len(set(urls))} mailfarm instances could "
+            f"not be reached to {what} {shown}: {problems}. Until they are told, "
+            f"they may answer from their caches: {remedy} there once they answer"
+        )
+        raise PartlyApplied(message, {**data, **_notified_dict(notified)})
+    return notified, ()
+
+
+def _apply(
+    settings: Settings, user: User, *, kick: bool, done: str, extra: Mapping[str, object]
+) -> Change:
+    data = {**user.as_dict(), **extra}
+    notified, warnings = announce(settings, [user.uid], kick=kick, done=done, data=data)
+    return Change(user, notified, extra, warnings)
+
+
+def remove_user(settings: Settings, writer: LdapWriter, user: User) -> int:
+    """Empty the mailbox, then remove the entry; the messages removed. No proxy is told
+    (see :func:`delete_user`; a domain deletion tells them once, for all its users).
 
     In this order because the backend finds the user through the entry: with the entry gone
     first, the mailbox could no longer be reached to be removed.
     """
-    user = find_user(settings, writer, login)
     with admin_login(settings, user.host, user.uid) as client:
         removed = wipe(client)
     writer.delete(user.dn)
-    return user, removed
+    return removed
 
 
-def set_password(settings: Settings, writer: LdapWriter, login: str, password: str) -> User:
+def delete_user(settings: Settings, writer: LdapWriter, login: str) -> Change:
+    """Remove mailbox and entry; then no proxy lets the user in, or keeps a session."""
+    user = find_user(settings, writer, login)
+    removed = remove_user(settings, writer, user)
+    return _apply(
+        settings,
+        user,
+        kick=True,
+        done=f"{user.mail} deleted",
+        extra={"messages_removed": removed},
+    )
+
+
+def set_password(settings: Settings, writer: LdapWriter, login: str, password: str) -> Change:
+    """Open sessions are kept (as a backend keeps them); new logins need the new password."""
     user = find_user(settings, writer, login)
     try:
         hashed = hash_password(password, settings.provision.password_scheme)
     except ValueError as exc:
         raise UsageError(f"password: {exc}") from None
     writer.modify(user.dn, {"userPassword": [(REPLACE, [hashed])]})
-    return user
+    return _apply(settings, user, kick=False, done=f"password of {user.mail} changed", extra={})
+
+
+def set_login_disabled(
+    settings: Settings, writer: LdapWriter, login: str, disabled: bool
+) -> Change:
+    """Refuse (or allow again) the user's logins through ``[directory] disabled_attribute``.
+
+    The attribute is the one a move sets while it copies, so a disabled user is told
+    "being moved, try again" and LMTP defers mail for it: meant for a suspension of hours
+    or days (Postfix bounces after its maximal_queue_lifetime), not for closing an account.
+    Values of the attribute that do not mean "disabled" are kept (the test farm borrows
+    ``description``); the disabling value goes first, since the proxies read the first.
+    """
+    attr = settings.directory.disabled_attribute
+    if not attr:
+        raise ConfigError(
+            settings.path,
+            "directory",
+            "disabled_attribute",
+            "must be set to disable logins: it is the attribute the proxies read",
+        )
+    user = find_user(settings, writer, login)
+    entry = writer.get(user.dn, (attr,))
+    values = entry.values(attr) if entry else []
+    others = [v for v in values if v.strip().lower() not in TRUE_VALUES]
+    wanted = [DISABLED_VALUE, *others] if disabled else others
+    if wanted != values:
+        writer.modify(user.dn, {attr: [(REPLACE, wanted)] if wanted else [(DELETE, [])]})
+    user = replace(user, login_disabled=disabled)
+    done = f"logins of {user.mail} {'disabled' if disabled else 'enabled'}"
+    return _apply(settings, user, kick=disabled, done=done, extra={})

@@ -8,6 +8,10 @@ that backend's LMTP concurrently, and Postfix gets one reply per recipient, in R
 order, carrying what the backend itself answered. Nothing is acknowledged that a backend
 did not accept: a backend that is down or fails mid-way yields 4xx for its recipients
 only, and Postfix retries just those.
+
+Only ``[lmtp] allowed_networks`` (by default this host, loopback) may deliver: anyone who
+can speak LMTP here can put mail into any mailbox, bypassing Postfix's checks. Others get
+``421`` at accept and one warning, before aiosmtpd starts a session.
 """
 
 from __future__ import annotations
@@ -20,12 +24,12 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
 from directory.model import DirectoryUnavailable, Route
-from proxy.config import Settings
+from proxy.config import Network, Settings
 from proxy.session import CoreEnv, SessionRecord
 from proxy.smtp.base import TrackedSession, resolve_hostname
 from proxy.smtp.lmtpclient import Envelope as Outgoing
 from proxy.smtp.lmtpclient import deliver_lmtp
-from proxy.smtp.lookup import route_for_recipient
+from proxy.smtp.lookup import admit_peer, route_for_recipient, warn_if_unreachable
 from proxy.smtp.wire import Reply, local_reply, reverse_path
 
 log = logging.getLogger("mailfarm.lmtp")
@@ -34,6 +38,7 @@ MAX_RECIPIENTS = 1000  # per transaction; Postfix's lmtp_destination_recipient_l
 # No [lmtp] key bounds a message yet; Postfix's own message_size_limit (10 MB by default)
 # applies first, so this only stops a misbehaving client from filling our memory.
 MAX_MESSAGE_SIZE = 64 * 1024 * 1024
+NOT_ALLOWED = b"421 4.7.1 Not authorised to deliver here, closing\r\n"
 
 
 class RoutedEnvelope(Envelope):
@@ -141,9 +146,21 @@ class LmtpSession(TrackedSession, LMTP):
     errors aiosmtpd itself raises after ``354`` (message too big, line too long)."""
 
     protocol_name = "lmtp"
+    evictable = False  # a delivery in progress is never closed to make room for a client
 
-    def __init__(self, env: CoreEnv, handler: LmtpHandler, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        env: CoreEnv,
+        handler: LmtpHandler,
+        allowed: tuple[Network, ...] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``allowed``: the networks whose peers are served; ``None`` serves anyone
+        (:func:`start` always passes ``[lmtp] allowed_networks``)."""
         super().__init__(env, handler, **kwargs)
+        self._allowed = allowed
+        self._gate_passed = allowed is None
+        self._refused = False
         self.replicate_errors = False
         self.bytes_received = 0
         self.counts = {
@@ -153,6 +170,24 @@ class LmtpSession(TrackedSession, LMTP):
             "rcpt-unknown": 0,
             "rcpt-deferred": 0,
         }
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._gate_passed:  # first call only (connection_made runs again on STARTTLS)
+            assert self._allowed is not None
+            if not admit_peer(transport, self._allowed, "lmtp"):
+                # Before aiosmtpd sets anything up: no session, no slot, no log line but
+                # admit_peer's warning.
+                self._refused = True
+                transport.write(NOT_ALLOWED)
+                transport.close()
+                return
+            self._gate_passed = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        super().connection_lost(error)
 
     def _create_envelope(self) -> RoutedEnvelope:
         return RoutedEnvelope()
@@ -192,6 +227,7 @@ async def start(settings: Settings, env: CoreEnv) -> list[asyncio.AbstractServer
         return LmtpSession(
             env,
             handler,
+            s.allowed_networks,
             hostname=hostname,
             ident="mailfarm LMTP",
             data_size_limit=MAX_MESSAGE_SIZE,
@@ -204,4 +240,5 @@ async def start(settings: Settings, env: CoreEnv) -> list[asyncio.AbstractServer
     for host, port in s.listen:
         servers.append(await loop.create_server(factory, host, port))
         log.info("LMTP proxy on %s:%d (backends' port %d)", host, port, s.backend_port)
+    warn_if_unreachable("lmtp", s.listen, s.allowed_networks)
     return servers

@@ -18,11 +18,17 @@ tcp_table(5) has no map name in its requests, so a ``tcp_listen`` socket serves 
 Each connection is an :class:`asyncio.Protocol`; a task exists only while requests are
 being answered, so thousands of idle Postfix connections cost no tasks. Requests on one
 connection are answered in order (Postfix waits for each reply anyway).
+
+Both listeners tell whoever asks which addresses exist and where they live, so only
+``[lookup] allowed_networks`` (by default this host, loopback) may connect; anyone else is
+closed at accept, before a byte is read, with one warning (the LMTP proxy does the same
+with :func:`admit_peer`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 from collections import deque
@@ -31,7 +37,8 @@ from typing import Protocol
 from directory.domains import DomainCheck
 from directory.model import DirectoryUnavailable, Route
 from directory.service import Directory
-from proxy.config import LookupSettings, Settings
+from proxy.config import LookupSettings, Network, Settings
+from proxy.listener import is_trusted, transport_address
 from proxy.session import CoreEnv
 from proxy.smtp import netstring, tcptable
 from proxy.smtp.maps import (
@@ -161,13 +168,43 @@ class TcpTableCodec:
         return tcptable.reply(400, str(exc).encode())
 
 
+def admit_peer(
+    transport: asyncio.BaseTransport, allowed: tuple[Network, ...], section: str
+) -> bool:
+    """Whether the peer is in ``[section] allowed_networks``; if not, say so once.
+
+    Checked at accept rather than left to a firewall alone: a listener moved to a public
+    address by a config change must not start answering the world.
+    """
+    ip, port = transport_address(transport, "peername")
+    if is_trusted(ip, allowed):
+        return True
+    logging.getLogger(f"mailfarm.{section}").warning(
+        "%s connection from %s:%d refused: not in [%s] allowed_networks",
+        section,
+        ip,
+        port,
+        section,
+    )
+    return False
+
+
 class MapProtocol(asyncio.Protocol):
     """One Postfix connection: many requests, answered in order, closed when idle."""
 
-    def __init__(self, service: MapService, codec: Codec, idle_timeout: float) -> None:
+    def __init__(
+        self,
+        service: MapService,
+        codec: Codec,
+        idle_timeout: float,
+        allowed: tuple[Network, ...] | None = None,
+    ) -> None:
+        """``allowed``: the networks whose peers are served; ``None`` serves anyone
+        (for tests with fake transports; :func:`start` always passes the setting)."""
         self._service = service
         self._codec = codec
         self._idle_timeout = idle_timeout
+        self._allowed = allowed
         self._transport: asyncio.Transport | None = None
         self._pending: deque[bytes] = deque()
         self._worker: asyncio.Task[None] | None = None
@@ -179,6 +216,9 @@ class MapProtocol(asyncio.Protocol):
         self._counts = {status: 0 for status in Status}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._allowed is not None and not admit_peer(transport, self._allowed, "lookup"):
+            transport.abort()  # nothing read, nothing to answer: no need for a clean close
+            return
         self._transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
@@ -246,6 +286,8 @@ class MapProtocol(asyncio.Protocol):
                     self._touch()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:  # refused at accept: nothing was started
+            return
         self._transport = None
         if self._timer is not None:
             self._timer.cancel()
@@ -268,20 +310,50 @@ async def start(settings: Settings, env: CoreEnv) -> list[asyncio.AbstractServer
         return []
     service = MapService(s, env.directory, DomainCheck(env.directory))
     idle = env.proxy.idle_timeout
+    allowed = s.allowed_networks
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
     for host, port in s.listen:
         servers.append(
             await loop.create_server(
-                lambda: MapProtocol(service, SocketmapCodec(), idle), host, port
+                lambda: MapProtocol(service, SocketmapCodec(), idle, allowed), host, port
             )
         )
         log.info("socketmap lookup service on %s:%d", host, port)
     for host, port in s.tcp_listen:
         servers.append(
             await loop.create_server(
-                lambda: MapProtocol(service, TcpTableCodec(s.tcp_map), idle), host, port
+                lambda: MapProtocol(service, TcpTableCodec(s.tcp_map), idle, allowed), host, port
             )
         )
         log.info("tcp_table lookup service (%s map) on %s:%d", s.tcp_map, host, port)
+    warn_if_unreachable("lookup", (*s.listen, *s.tcp_listen), allowed)
     return servers
+
+
+def warn_if_unreachable(
+    section: str, listen: tuple[tuple[str, int], ...], allowed: tuple[Network, ...]
+) -> None:
+    """A listener beyond loopback with loopback-only ``allowed_networks`` (the default)
+    refuses every remote Postfix: say so at start, not at the first refused delivery."""
+    if allowed and not all(net.is_loopback for net in allowed):
+        return
+    public = [f"{host or '*'}:{port}" for host, port in listen if not _is_loopback(host)]
+    if public:
+        shown = ", ".join(str(net) for net in allowed) or "nobody"
+        logging.getLogger(f"mailfarm.{section}").warning(
+            "[%s] listens on %s but allowed_networks admits only %s: set allowed_networks "
+            "to the Postfix hosts' addresses",
+            section,
+            ", ".join(public),
+            shown,
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "" (every address) or a name

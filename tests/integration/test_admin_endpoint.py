@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import imaplib
 import json
+import socket
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -72,4 +74,41 @@ def test_metrics_kick_and_flush(farm: Farm, tmp_path: Path) -> None:
         assert status == 200 and b"flushed" in body
         assert call(admin, "GET", "/healthz", token=None)[0] == 200
     finally:
+        proc.stop()
+
+
+def test_idle_connections_do_not_starve_healthz(farm: Farm, tmp_path: Path) -> None:
+    """The hardening issue: 32 idle connections made /healthz answer 503, so a load balancer
+    took a healthy instance out. Now a fresh probe is answered at once, whoever holds
+    idle connections (one address or many), and the idle ones are closed within seconds."""
+    ports, admin = ProxyPorts(), free_port()
+    sections = farm_config(farm, ports, admin={"listen": [f"127.0.0.1:{admin}"], "token": TOKEN})
+    proc = MailfarmProcess(tmp_path, sections, "admin-idle").start()
+    idle: list[socket.socket] = []
+    try:
+        sources = ["127.0.0.5"] * 24 + [f"127.0.2.{i}" for i in range(1, 25)]  # 48 in all
+        for source in sources:
+            idle.append(
+                socket.create_connection(("127.0.0.1", admin), 5, source_address=(source, 0))
+            )
+        idle[0].sendall(b"GET /heal")  # a slow drip counts as idle too
+        time.sleep(0.2)
+        for _ in range(3):
+            started = time.monotonic()
+            assert call(admin, "GET", "/healthz", token=None)[0] == 200
+            assert time.monotonic() - started < 2.0
+        status, body = call(admin, "GET", "/metrics")
+        assert status == 200 and b"mailfarm_" in body
+        # Whatever was not closed to make room is closed by the read timeout.
+        deadline = time.monotonic() + 6.0
+        for sock in idle:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                while sock.recv(4096):
+                    pass
+            except ConnectionResetError:
+                pass
+    finally:
+        for sock in idle:
+            sock.close()
         proc.stop()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import time
+from pathlib import Path
 
 import pytest
 
 from bench.farm import Farm
 from bench.farm_postfix import PostfixInstance
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
 from tests.integration.smtp_fixtures import (
     LMTP_PROXIED,
     RunningSmtpProxy,
@@ -157,3 +160,60 @@ def test_postfix_delivers_through_the_lmtp_proxy(
     assert "2.0.0" in delivery.line and "Saved" in delivery.line  # Dovecot's words, passed on
     wait_in_mailbox(farm, proxy, user, subject)
     assert on_backend(farm, user.backend, user, subject)
+
+
+def _connect_from(source: str, port: int) -> socket.socket:
+    """A client socket bound to ``source``: any 127/8 address reaches a loopback listener."""
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
+
+def _warnings(proc: MailfarmProcess, fragment: str) -> list[str]:
+    return [line for line in proc.log_text().splitlines() if "WARNING" in line and fragment in line]
+
+
+def test_allowed_networks_refuse_others_at_accept(farm: Farm, tmp_path: Path) -> None:
+    """Anyone who can speak LMTP to the proxy can drop mail into any mailbox, so only
+    [lmtp] allowed_networks may: here 127.0.0.2 is, 127.0.0.1 (the default source) is not."""
+    port = free_port()
+    lmtp_port = next(iter(farm.backends.values())).lmtp_port
+    sections = farm_config(
+        farm,
+        ProxyPorts(),
+        lmtp={
+            "listen": [f"127.0.0.1:{port}"],
+            "backend_port": lmtp_port,
+            "hostname": "lmtp.mailfarm.test",
+            "allowed_networks": ["127.0.0.2/32"],
+        },
+    )
+    proc = MailfarmProcess(tmp_path, sections, "lmtp-allowed").start()
+    try:
+        with _connect_from("127.0.0.1", port) as sock:
+            client = f"lmtp connection from 127.0.0.1:{sock.getsockname()[1]} "
+            f = sock.makefile("rb")
+            assert f.readline().startswith(b"421 4.7.1 ")
+            assert f.read() == b""  # and closed: no greeting, no session
+        refused = []
+        for _ in range(50):
+            refused = _warnings(proc, client)
+            if refused:
+                break
+            time.sleep(0.05)
+        assert len(refused) == 1, proc.log_text()[-2000:]  # one line per refused client
+        assert "refused: not in [lmtp] allowed_networks" in refused[0]
+        # (mailfarm's readiness probe from 127.0.0.1 was refused too, no session either)
+        assert "session proto=lmtp" not in proc.log_text()
+
+        # From an allowed address the proxy is all there (and says who it is).
+        with _connect_from("127.0.0.2", port) as sock:
+            f = sock.makefile("rb")
+            assert f.readline().startswith(b"220 lmtp.mailfarm.test")
+            sock.sendall(b"LHLO postfix.test\r\nMAIL FROM:<>\r\nRCPT TO:<alice@example.co.uk>\r\n")
+            lines = [f.readline()]
+            while lines[-1] and not lines[-1].startswith((b"250 2.1.5", b"4", b"5")):
+                lines.append(f.readline())
+            assert lines[-1].startswith(b"250 2.1.5"), lines
+            sock.sendall(b"QUIT\r\n")
+        assert not _warnings(proc, "lmtp connection from 127.0.0.2:")
+    finally:
+        proc.stop()

@@ -226,3 +226,63 @@ def test_tcp_map_chooses_what_a_tcp_table_serves(farm: Farm, tmp_path: Path) -> 
     finally:
         proc.stop()
     assert "tcp_table lookup service (mailboxes map)" in proc.log_text()
+
+
+def _connect_from(source: str, port: int) -> socket.socket:
+    """A client socket bound to ``source``: any 127/8 address reaches a loopback listener."""
+    return socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+
+
+def _closed_without_answer(sock: socket.socket, request: bytes) -> bool:
+    try:
+        sock.sendall(request)
+        return sock.recv(4096) == b""
+    except ConnectionResetError:  # closed before our request arrived: just as refused
+        return True
+
+
+def test_allowed_networks_cover_both_listeners(farm: Farm, tmp_path: Path) -> None:
+    """The lookup service tells anyone which addresses exist, so only [lookup]
+    allowed_networks may ask: here 127.0.0.1 is allowed and 127.0.0.2 is not, on the
+    socketmap listener and on the tcp_table one alike."""
+    socketmap_port, tcp_port = free_port(), free_port()
+    sections = farm_config(
+        farm,
+        ProxyPorts(),
+        lookup={
+            "listen": [f"127.0.0.1:{socketmap_port}"],
+            "tcp_listen": [f"127.0.0.1:{tcp_port}"],
+            "allowed_networks": ["127.0.0.1/32"],
+        },
+    )
+    proc = MailfarmProcess(tmp_path, sections, "lookup-allowed").start()
+    try:
+        for port, request in (
+            (socketmap_port, b"29:transport alice@example.co.uk,"),
+            (tcp_port, b"get alice@example.co.uk\n"),
+        ):
+            with _connect_from("127.0.0.2", port) as sock:
+                assert _closed_without_answer(sock, request)
+        # Postfix's own client from an allowed address is served on both.
+        assert postmap("alice@example.co.uk", f"tcp:127.0.0.1:{tcp_port}").returncode == 0
+        found = postmap(
+            "alice@example.co.uk", f"socketmap:inet:127.0.0.1:{socketmap_port}:mailboxes"
+        )
+        assert (found.returncode, found.stdout.strip()) == (0, "alice_example_co_uk")
+        with _connect_from("127.0.0.1", tcp_port) as sock:
+            sock.sendall(b"get bob@example.co.uk\n")
+            assert sock.recv(4096).startswith(b"200 lmtp:inet:127.0.0.3:")
+        deadline = time.monotonic() + 5
+        while True:
+            refused = [
+                line
+                for line in proc.log_text().splitlines()
+                if "WARNING" in line and "lookup connection from 127.0.0.2:" in line
+            ]
+            if len(refused) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert len(refused) == 2, proc.log_text()[-2000:]  # one line per refused connection
+        assert all("not in [lookup] allowed_networks" in line for line in refused)
+    finally:
+        proc.stop()

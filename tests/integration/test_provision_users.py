@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import imaplib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from bench.farm import Farm
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
+from directory.provision.ldapwrite import LdapWriter
 from tests.integration import provision_helpers as helpers
 from tests.integration.provision_helpers import (
+    ADMIN_TOKEN,
+    DISABLED_ATTRIBUTE,
     HOSTS,
     NAME_OF,
     Admin,
@@ -168,3 +176,143 @@ def test_list_and_show_failures(admin: Admin) -> None:
     assert admin.run("user", "show", "*").code == 1
     everyone = admin.ok("user", "list")["users"]
     assert {"alice@example.co.uk", "bob@example.co.uk"} <= {u["mail"] for u in everyone}
+
+
+# -- changes take effect at once on every instance -----------------------------------------
+
+
+@dataclass
+class CachedProxy:
+    """A mailfarm that remembers routes and logins for 5 minutes, with an admin endpoint."""
+
+    ports: ProxyPorts
+    admin_url: str
+    process: MailfarmProcess
+
+
+@pytest.fixture(scope="module")
+def cached_proxy(farm: Farm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CachedProxy]:
+    ports, admin_port = ProxyPorts(), free_port()
+    sections = farm_config(
+        farm,
+        ports,
+        directory={"cache_ttl": 300, "disabled_attribute": DISABLED_ATTRIBUTE},
+        proxy={"auth_cache_ttl": 300},
+        admin={"listen": [f"127.0.0.1:{admin_port}"], "token": ADMIN_TOKEN},
+    )
+    sections.pop("pop3", None)
+    process = MailfarmProcess(tmp_path_factory.mktemp("cached"), sections, "cached").start()
+    yield CachedProxy(ports, f"http://127.0.0.1:{admin_port}", process)
+    process.stop()
+
+
+def unreachable_url() -> str:
+    """An admin URL nobody listens on (a port bound, then closed again)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def cached_login(cached: CachedProxy, login: str, password: str) -> imaplib.IMAP4:
+    client = imaplib.IMAP4("127.0.0.1", cached.ports.imap, timeout=15)
+    client.login(login, password)
+    return client
+
+
+def assert_refused(cached: CachedProxy, login: str, password: str) -> None:
+    """Refused by the proxy itself, as a wrong password: not accepted from its auth cache
+    and then turned away by the backend (the client would see "[UNAVAILABLE]", and a
+    backend that trusts the proxy would let the old password in)."""
+    with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
+        cached_login(cached, login, password)
+
+
+def test_passwd_takes_effect_at_once_on_every_instance(
+    admin: Admin, domain: str, cached_proxy: CachedProxy, tmp_path: Path
+) -> None:
+    """With auth_cache_ttl = 300 the proxy would take the old password for five minutes;
+    ``user passwd`` flushes the user on every [provision] admin_urls instance, and one that
+    cannot be reached is named, with exit 3 (the password is changed all the same)."""
+    created = add_user(admin, f"carol@{domain}", "old-pw", "--host", HOSTS[0])
+    for _ in range(2):  # the second login is vouched for by the auth cache
+        cached_login(cached_proxy, created["mail"], "old-pw").logout()
+    dead = unreachable_url()
+    two = admin.with_config("passwd-two", provision={"admin_urls": [cached_proxy.admin_url, dead]})
+    secret = tmp_path / "pw"
+    secret.write_text("new pw\n")
+
+    result = two.run("user", "passwd", created["uid"], "--password-file", str(secret))
+    assert result.code == 3, result
+    assert dead in result.stderr and "could not be reached" in result.stderr, result.stderr
+    assert f"password of {created['mail']} changed" in result.stderr
+    assert "1 of 2 mailfarm instances" in result.stderr  # the other one was flushed
+    assert_refused(cached_proxy, created["mail"], "old-pw")
+    cached_login(cached_proxy, created["mail"], "new pw").logout()
+    cached_login(cached_proxy, created["uid"], "new pw").logout()
+
+    # --json: the same failure as data; every instance reached: exit 0, each one named.
+    secret.write_text("newer pw\n")
+    failed = two.run("user", "passwd", created["mail"], "--password-file", str(secret), "--json")
+    assert failed.code == 3
+    data = failed.json
+    assert (data["ok"], data["exit"], data["uid"]) == (False, 3, created["uid"])
+    assert data["flushed"] == [cached_proxy.admin_url] and data["unreachable"] == [dead]
+    assert dead in data["error"]
+    assert_refused(cached_proxy, created["mail"], "new pw")
+    secret.write_text("newest pw\n")
+    one = admin.with_config("passwd-one", provision={"admin_urls": [cached_proxy.admin_url]})
+    done = one.ok("user", "passwd", created["mail"], "--password-file", str(secret))
+    assert done["flushed"] == [cached_proxy.admin_url] and done["unreachable"] == []
+    assert_refused(cached_proxy, created["mail"], "newer pw")
+    cached_login(cached_proxy, created["mail"], "newest pw").logout()
+
+
+def disabled_values(admin: Admin, dn: str) -> list[str]:
+    with LdapWriter(admin.settings) as writer:
+        entry = writer.get(dn, (DISABLED_ATTRIBUTE,))
+    assert entry is not None
+    return entry.values(DISABLED_ATTRIBUTE)
+
+
+def test_disable_enable_and_del_take_effect_at_once(
+    farm: Farm, admin: Admin, domain: str, cached_proxy: CachedProxy
+) -> None:
+    created = add_user(admin, f"dan@{domain}", "pw", "--host", HOSTS[1])
+    # The farm borrows `description` as its disabled attribute: other values stay.
+    farm.ldap_modify(created["dn"], {DISABLED_ATTRIBUTE: ["a note"]})
+    one = admin.with_config("disable-one", provision={"admin_urls": [cached_proxy.admin_url]})
+    cached_login(cached_proxy, created["mail"], "pw").logout()  # route and login cached
+    open_session = cached_login(cached_proxy, created["uid"], "pw")
+    assert open_session.select("INBOX")[0] == "OK"
+
+    disabled = one.ok("user", "disable", created["mail"])
+    assert disabled["login_disabled"] is True and disabled["flushed"] == [cached_proxy.admin_url]
+    with pytest.raises(imaplib.IMAP4.error, match="being moved"):  # [directory] disabled
+        cached_login(cached_proxy, created["mail"], "pw")
+    with pytest.raises((imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError)):
+        open_session.noop()  # kicked: a disabled login keeps no session either
+        open_session.noop()
+    assert admin.ok("user", "show", created["uid"])["login_disabled"] is True
+    assert one.ok("user", "disable", created["uid"])["login_disabled"] is True  # idempotent
+    assert disabled_values(admin, created["dn"]) == ["TRUE", "a note"]
+
+    enabled = one.ok("user", "enable", created["uid"])
+    assert enabled["login_disabled"] is False
+    assert disabled_values(admin, created["dn"]) == ["a note"]
+    cached_login(cached_proxy, created["mail"], "pw").logout()  # at once, not in 5 minutes
+    assert one.ok("user", "enable", created["uid"])["login_disabled"] is False
+    nowhere = one.run("user", "disable", f"nobody@{domain}")
+    assert nowhere.code == 1 and "no such user" in nowhere.stderr
+    unset = admin.with_config("no-attribute", directory={"disabled_attribute": ""})
+    refused = unset.run("user", "disable", created["uid"])
+    assert refused.code == 2 and "disabled_attribute" in refused.stderr
+
+    # Deleted: refused at once where the instance could be told; the other one is named.
+    dead = unreachable_url()
+    two = admin.with_config("del-two", provision={"admin_urls": [cached_proxy.admin_url, dead]})
+    result = two.run("user", "del", created["mail"], "--json")
+    assert result.code == 3, result
+    assert result.json["unreachable"] == [dead] and dead in result.json["error"]
+    assert result.json["messages_removed"] == 0
+    assert admin.run("user", "show", created["uid"]).code == 1  # the entry is gone anyway
+    assert_refused(cached_proxy, created["mail"], "pw")

@@ -16,8 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from directory.service import Directory
 from proxy.admin import (
     MAX_BODY,
+    MAX_CLIENTS,
+    MAX_CLIENTS_PER_IP,
     MAX_HEADERS,
     MAX_LINE,
+    REQUEST_TIMEOUT,
     AdminServer,
     Request,
     Response,
@@ -398,18 +401,124 @@ async def test_silent_client_times_out(env: CoreEnv) -> None:
         server.close()
 
 
-async def test_connection_limit(env: CoreEnv) -> None:
-    server, number = await serve(env, "", max_clients=1, request_timeout=2)
+async def test_connection_limit_when_every_slot_is_being_served(env: CoreEnv) -> None:
+    """Only requests already read and being answered are never given up for a newcomer:
+    with all of those busy, the newcomer gets a 503 and the busy ones finish."""
+    admin = AdminServer(env, Metrics(env.directory, process=False), "", max_clients=1)
+    release = asyncio.Event()
+
+    async def slow(request: Request) -> Response:
+        await release.wait()
+        return Response(200, b"{}\n")
+
+    admin.routes["/slow"] = ("GET", slow, True)
+    server = await admin.listen("127.0.0.1", 0)
+    number = server.sockets[0].getsockname()[1]
     try:
-        _, idle = await asyncio.open_connection("127.0.0.1", number)
-        await asyncio.sleep(0.05)
-        status, _, _ = await exchange(number, b"GET /healthz HTTP/1.1\r\n\r\n")
-        assert status == 503
-        idle.close()
-        await asyncio.sleep(0.05)
+        busy = asyncio.create_task(exchange(number, b"GET /slow HTTP/1.1\r\n\r\n"))
+        await asyncio.sleep(0.1)
+        assert (await exchange(number, b"GET /healthz HTTP/1.1\r\n\r\n"))[0] == 503
+        release.set()
+        assert (await busy)[0] == 200
         assert (await exchange(number, b"GET /healthz HTTP/1.1\r\n\r\n"))[0] == 200
     finally:
         server.close()
+
+
+async def idle_connections(
+    port: int, sources: list[str]
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """One connection from each source address (repeat one for several), saying nothing."""
+    out = []
+    for source in sources:
+        out.append(await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)))
+    await asyncio.sleep(0.1)
+    return out
+
+
+async def closed_by_server(reader: asyncio.StreamReader, within: float) -> bytes:
+    """What the server sent before closing; fails if it keeps the connection ``within`` s."""
+    return await asyncio.wait_for(reader.read(), within)
+
+
+async def test_idle_connections_from_one_address_do_not_starve_healthz(env: CoreEnv) -> None:
+    """The hardening issue: 32 idle connections to /healthz made it answer 503 to everyone."""
+    server, number = await serve(env, "")
+    idle = await idle_connections(number, ["127.0.0.2"] * (MAX_CLIENTS + 8))
+    try:
+        # A load balancer's probe from another address is served at once...
+        started = asyncio.get_running_loop().time()
+        assert (await request(number, "GET", "/healthz", ""))[0] == 200
+        assert asyncio.get_running_loop().time() - started < 1.0
+        # ...and so is one from the noisy address itself: its own oldest silent
+        # connection gives way.
+        assert await status_from("127.0.0.2", number) == 200
+        # One address never holds more than its share of the table.
+        await asyncio.sleep(0.05)
+        still_open = [r for r, _ in idle if not r.at_eof()]
+        assert len(still_open) <= MAX_CLIENTS_PER_IP
+    finally:
+        for _, writer in idle:
+            writer.close()
+        server.close()
+
+
+async def test_a_full_table_gives_up_the_longest_silent_connection(env: CoreEnv) -> None:
+    """Slowloris from many addresses (one connection each, under the per-address cap)."""
+    server, number = await serve(env, "")
+    sources = [f"127.0.1.{i}" for i in range(1, MAX_CLIENTS + 11)]
+    idle = await idle_connections(number, sources)
+    try:
+        assert (await request(number, "GET", "/healthz", ""))[0] == 200
+        # The first ones to connect (and say nothing) were closed to make room.
+        assert await closed_by_server(idle[0][0], 1.0) == b""
+        assert not idle[-1][0].at_eof()
+    finally:
+        for _, writer in idle:
+            writer.close()
+        server.close()
+
+
+async def test_bookkeeping_returns_to_zero(env: CoreEnv) -> None:
+    admin = AdminServer(env, Metrics(env.directory, process=False), "", max_clients=4)
+    server = await admin.listen("127.0.0.1", 0)
+    number = server.sockets[0].getsockname()[1]
+    try:
+        idle = await idle_connections(number, ["127.0.0.2"] * 10 + ["127.0.0.3"] * 3)
+        assert (await request(number, "GET", "/healthz", ""))[0] == 200
+        for _, writer in idle:
+            writer.close()
+        for _ in range(100):
+            if admin.connections == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert admin.connections == 0 and admin.connections_by_address == {}
+    finally:
+        server.close()
+
+
+async def test_default_read_timeout_is_short(env: CoreEnv) -> None:
+    """A client that connects and says nothing is answered 408 and closed within seconds
+    (it was 10 s: long enough for a slow drip to hold a slot most of the time)."""
+    server, number = await serve(env, "")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", number)
+        writer.write(b"GET /hea")  # a slow drip: part of a request line, then nothing
+        data = await closed_by_server(reader, REQUEST_TIMEOUT + 1.0)
+        assert data.startswith(b"HTTP/1.1 408 ")
+        assert REQUEST_TIMEOUT <= 5.0
+        writer.close()
+    finally:
+        server.close()
+
+
+async def status_from(source: str, port: int) -> int:
+    """The status of ``GET /healthz`` sent from the loopback address ``source``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(b"GET /healthz HTTP/1.1\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return int(data.split(b" ", 2)[1])
 
 
 async def test_client_leaving_early_does_not_hurt(port: int) -> None:

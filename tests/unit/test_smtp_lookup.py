@@ -4,7 +4,9 @@ with fake transports (no sockets): map answers, domain cache, framing, ordering,
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import pytest
 from directory.domains import DomainCheck, make_probe
 from directory.model import DirectoryUnavailable
 from directory.service import Directory
-from proxy.config import Settings, load_config
+from proxy.config import LOOPBACK, Settings, load_config
 from proxy.smtp.lookup import MapProtocol, MapService, SocketmapCodec, TcpTableCodec
 from proxy.smtp.maps import Status
 from proxy.smtp.netstring import NetstringDecoder, encode
@@ -237,4 +239,31 @@ async def test_idle_connection_is_closed(service: MapService) -> None:
     protocol.connection_made(transport)
     await asyncio.sleep(0.15)
     assert transport.closed
+    protocol.connection_lost(None)
+
+
+async def test_peer_outside_allowed_networks_is_closed_at_accept(
+    service: MapService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FakeTransport's peer is 192.0.2.1: refused by the default (loopback), served when
+    its network is listed."""
+    for codec in (SocketmapCodec(), TcpTableCodec()):
+        protocol = MapProtocol(service, codec, idle_timeout=60, allowed=LOOPBACK)
+        transport = FakeTransport()
+        with caplog.at_level(logging.WARNING, "mailfarm.lookup"):
+            caplog.clear()
+            protocol.connection_made(transport)
+        assert transport.closed and not transport.written
+        assert [r.getMessage() for r in caplog.records] == [
+            "lookup connection from 192.0.2.1:4242 refused: not in [lookup] allowed_networks"
+        ]
+        protocol.connection_lost(None)  # nothing was started, nothing to clean up
+
+    protocol = MapProtocol(
+        service, SocketmapCodec(), idle_timeout=60, allowed=(ip_network("192.0.2.0/24"),)
+    )
+    transport = FakeTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(encode(b"mailboxes alice@example.co.uk"))
+    assert await settle(transport, 1) == [b"OK alice_example_co_uk"]
     protocol.connection_lost(None)

@@ -7,6 +7,11 @@ already-open connection, not a TCP handshake each time.
 
 Two pools, because they hold different identities: search connections stay bound as the
 service account; auth connections are re-bound as each user in turn.
+
+A server that times out is marked down (:mod:`directory.serverhealth`) and skipped, so the
+threads do not each wait for a hung server in turn; with no event loop to probe it from, one
+caller per back-off period tries it again. Every wait is bounded: for a pool slot, for each
+server (an equal share of ``timeout`` when there are several, so failover fits within it).
 """
 
 from __future__ import annotations
@@ -16,14 +21,16 @@ import math
 import queue
 import ssl
 import threading
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException
+from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError
 
 from directory.model import DirectoryUnavailable, Route, route_from_entry
 from directory.names import render_filter
+from directory.serverhealth import ServerHealth
 from proxy.config import DirectorySettings
 
 log = logging.getLogger("mailfarm.directory")
@@ -36,14 +43,49 @@ _BIND_REFUSED = {INVALID_CREDENTIALS, 53}  # 53: unwillingToPerform (e.g. locked
 
 T = TypeVar("T")
 
+_URI = "mailfarm_uri"  # attribute naming the server a connection was opened to
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """ldap3 merges the socket's own exception into its own class, so a timeout stays one;
+    several candidate addresses come back as a list of them."""
+    if isinstance(exc, TimeoutError | LDAPResponseTimeoutError):
+        return True
+    history = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], list) else []
+    return bool(history) and all(isinstance(e, TimeoutError) for e, *_ in history)
+
+
+class _HealthSink(Protocol):
+    def usable(self, conn: Connection) -> bool: ...
+    def answered(self, conn: Connection) -> None: ...
+    def timed_out(self, conn: Connection) -> None: ...
+
 
 class _Pool:
     """A small pool of open ldap3 connections; a broken one is dropped, never reused."""
 
-    def __init__(self, size: int, opener: Callable[[], Connection]) -> None:
+    def __init__(
+        self,
+        size: int,
+        opener: Callable[[], Connection],
+        slot_timeout: float,
+        health: _HealthSink,
+    ) -> None:
         self._idle: queue.LifoQueue[Connection] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(size)
         self._opener = opener
+        self._slot_timeout = slot_timeout
+        self._health = health
+
+    def _idle_connection(self) -> Connection | None:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return None
+            if self._health.usable(conn):
+                return conn
+            _close_quietly(conn)  # its server was found hung since
 
     def run(self, job: Callable[[Connection], T]) -> T:
         """Run ``job`` on a pooled connection, retrying once on a fresh one if it broke.
@@ -51,21 +93,31 @@ class _Pool:
         One retry covers the common case of a server that restarted or closed an idle
         connection; a second failure means the directory is really unreachable.
         """
-        with self._slots:
+        # Bounded: a thread must not sit here for a login that has long been answered.
+        if not self._slots.acquire(timeout=self._slot_timeout):
+            raise DirectoryUnavailable("every LDAP connection is busy")
+        try:
             for attempt in (1, 2):
-                try:
-                    conn = self._idle.get_nowait()
-                except queue.Empty:
+                conn = self._idle_connection() if attempt == 1 else None
+                if conn is None:
                     conn = self._opener()
                 try:
                     result = job(conn)
+                except DirectoryUnavailable:
+                    _close_quietly(conn)  # in an unknown state: not back into the pool
+                    raise
                 except LDAPException as exc:
                     _close_quietly(conn)
+                    if _is_timeout(exc):
+                        self._health.timed_out(conn)  # the retry then skips that server
                     if attempt == 2:
                         raise DirectoryUnavailable(f"LDAP error: {exc}") from None
                     continue
+                self._health.answered(conn)
                 self._idle.put(conn)
                 return result
+        finally:
+            self._slots.release()
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -93,39 +145,89 @@ class LdapSource:
         for extra in (settings.port_attribute, settings.disabled_attribute):
             if extra:
                 self._attributes.append(extra)
-        self._search = _Pool(settings.pool_size, self._open_search)
-        self._auth = _Pool(settings.pool_size, self._open_auth)
+        self._health = ServerHealth(settings.down_backoff)
+        self._health_lock = threading.Lock()
+        # Each server's share of the timeout (several URIs: failover must fit within it).
+        self._share = settings.timeout / len(settings.uri)
+
+        self._search = _Pool(settings.pool_size, self._open_search, settings.timeout, self)
+        self._auth = _Pool(settings.pool_size, self._open_auth, settings.timeout, self)
+
+    # What the pools tell us about the server behind a connection (the _HealthSink).
+
+    def usable(self, conn: Connection) -> bool:
+        """An idle connection to a server found hung since would only wait again."""
+        return not self._health.is_down(getattr(conn, _URI, ""))
+
+    def answered(self, conn: Connection) -> None:
+        self._answered(getattr(conn, _URI, ""))
+
+    def timed_out(self, conn: Connection) -> None:
+        self._timed_out(getattr(conn, _URI, ""))
+
+    def _timed_out(self, uri: str) -> None:
+        with self._health_lock:
+            newly = self._health.mark_down(uri)
+        if newly:
+            log.warning(
+                "LDAP server %s did not answer within the timeout: skipping it, letting one "
+                "login try it every %gs",
+                uri,
+                self._health.backoff,
+            )
+
+    def _answered(self, uri: str) -> None:
+        if not self._health.is_down(uri):
+            return  # the usual case, after every job: no lock
+        with self._health_lock:
+            took = self._health.down_for(uri)
+            back = self._health.mark_up(uri)
+        if back:
+            log.warning("LDAP server %s answers again after %.0fs; using it", uri, took)
 
     def _open(self, user: str | None, password: str | None) -> Connection:
-        """Open a connection to the first server that answers, in configured order."""
+        """Open a connection to the first server that answers, in configured order,
+        skipping servers found hung (but letting one caller per back-off try each again)."""
+        with self._health_lock:
+            uris = self._health.candidates(self._settings.uri, trial=True)
+        if not uris:
+            raise DirectoryUnavailable("every LDAP server is skipped after timing out")
+        deadline = time.monotonic() + self._settings.timeout
         errors = []
-        for uri in self._settings.uri:
+        for i, uri in enumerate(uris):
+            wait = max(self._share, (deadline - time.monotonic()) / (len(uris) - i))
             # A new Server each time: ldap3 remembers a failed address and skips it for
             # seconds, which would delay recovery after an LDAP restart.
-            server = Server(
-                uri, get_info=NONE, connect_timeout=self._settings.timeout, tls=self._tls
-            )
+            server = Server(uri, get_info=NONE, connect_timeout=wait, tls=self._tls)
             conn = Connection(
                 server,
                 user=user or None,
                 password=password or None,
                 authentication=SIMPLE if user else None,
-                receive_timeout=max(1, math.ceil(self._settings.timeout)),  # ldap3 packs an int
+                receive_timeout=max(1, math.ceil(self._share)),  # ldap3 packs an int
                 raise_exceptions=False,
                 read_only=True,
                 auto_referrals=False,
                 check_names=False,
             )
+            setattr(conn, _URI, uri)
             try:
                 conn.open()
                 if user and not conn.bind():
                     code = conn.result.get("result")
                     _close_quietly(conn)
+                    self._answered(uri)
                     errors.append(f"{server.name}: service bind refused (result {code})")
                     continue
-                return conn
+                if user:
+                    self._answered(uri)  # a trial that got an answer ends the outage
+                return conn  # connected only: the job's answer (or timeout) tells
             except LDAPException as exc:
                 _close_quietly(conn)
+                if _is_timeout(exc):
+                    self._timed_out(uri)
+                else:
+                    self._answered(uri)  # a fast refusal is not a hang
                 errors.append(f"{server.name}: {exc}")
         raise DirectoryUnavailable("; ".join(errors) or "no LDAP server configured")
 

@@ -5,6 +5,13 @@ message id). Binds need a connection each while they run (a bind changes the con
 identity), so they use a small pool. Servers are tried in the configured order; a broken
 connection is dropped and the operation retried once on a fresh one, so an LDAP restart
 costs one reconnect, not an error.
+
+A server that *hangs* (accepts, never answers) is the costly failure: every request to it
+waits the whole timeout. So a server that times out once is marked down
+(:mod:`directory.serverhealth`), skipped by every later request, and probed in the
+background until it answers again. Waiters never queue to retry it: concurrent searches share
+one connection attempt, and with several URIs each server gets an equal share of
+``timeout``, so failing over to the next one still fits within it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from directory.ldapwire import (
 )
 from directory.model import DirectoryUnavailable, Route, route_from_entry
 from directory.names import render_filter
+from directory.serverhealth import ServerHealth
 from proxy.config import DirectorySettings
 
 log = logging.getLogger("mailfarm.directory")
@@ -40,6 +48,10 @@ class _Broken(Exception):
     """The connection failed mid-operation; the caller may retry on a new one."""
 
 
+class _Refused(Exception):
+    """The server answered, but refused the service bind: try the next server."""
+
+
 class _Pending:
     __slots__ = ("entries", "future")
 
@@ -49,7 +61,8 @@ class _Pending:
 
 
 class LdapConnection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, uri: str = "") -> None:
+        self.uri = uri  # which server: a timeout here marks that one down
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._pending: dict[int, _Pending] = {}
@@ -105,7 +118,12 @@ class LdapConnection(asyncio.Protocol):
         )
         self._pending[message_id] = _Pending(future)
         self.transport.write(build(message_id))
-        return await future
+        try:
+            return await future
+        finally:
+            # A request given up on (timed out, caller cancelled) must not stay pending on a
+            # connection that lives on (the shared search connection does).
+            self._pending.pop(message_id, None)
 
     def close(self) -> None:
         if self.transport is not None and not self.broken:
@@ -124,6 +142,12 @@ def _endpoint(uri: str) -> tuple[str, str, int, bool]:
     return "tcp", parts.hostname or "localhost", parts.port or (636 if tls else 389), tls
 
 
+def _retrieve(task: asyncio.Task[object]) -> None:
+    """A shared task whose waiters all gave up must not log "exception never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
 class AsyncLdapSource:
     """Implements the directory source interface with coroutines (``is_async``)."""
 
@@ -137,13 +161,17 @@ class AsyncLdapSource:
                 self._attributes.append(extra)
         self._tls = ssl.create_default_context()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Outlives event loops (unlike connections and tasks): a server found hung stays
+        # skipped, and a new loop starts probing it again.
+        self._health = ServerHealth(settings.down_backoff)
         self._reset()
 
     def _reset(self) -> None:
         self._search_conn: LdapConnection | None = None
-        self._search_lock = asyncio.Lock()
+        self._search_opening: asyncio.Task[LdapConnection] | None = None
         self._idle_auth: list[LdapConnection] = []
         self._auth_slots = asyncio.Semaphore(self._settings.pool_size)
+        self._probes: dict[str, asyncio.Task[None]] = {}
 
     def _bind_loop(self) -> None:
         """Connections belong to one event loop; a caller on another (a CLI calling
@@ -153,42 +181,149 @@ class AsyncLdapSource:
             self._loop = loop
             self._reset()
 
-    async def _open(self, service_bind: bool) -> LdapConnection:
+    # -- servers: which to try, and how long each may take --------------------------------
+
+    def _candidates(self) -> list[str]:
+        """Servers worth trying now, in order; a down one is left to its background probe."""
+        for uri in self._health.down():
+            self._ensure_probe(uri)
+        return self._health.candidates(self._settings.uri)
+
+    def _request_wait(self) -> float:
+        """How long one request may wait for its server: the timeout, shared among the
+        servers still worth trying, so a failover after it still fits within the timeout."""
+        return self._settings.timeout / max(1, len(self._candidates()))
+
+    def _timed_out(self, uri: str, waited: float) -> None:
+        """``uri`` did not answer in time: skip it from now on, and stop using anything
+        connected to it (whatever is pending there will not be answered either)."""
+        if self._health.mark_down(uri):
+            log.warning(
+                "LDAP server %s did not answer within %.1fs: skipping it, probing it every "
+                "%gs until it answers",
+                uri,
+                waited,
+                self._health.backoff,
+            )
+        self._ensure_probe(uri)
+        if self._search_conn is not None and self._search_conn.uri == uri:
+            self._search_conn.fail(f"{uri} does not answer")
+        keep = []
+        for conn in self._idle_auth:
+            if conn.uri == uri:
+                conn.fail(f"{uri} does not answer")
+            else:
+                keep.append(conn)
+        self._idle_auth = keep
+
+    def _ensure_probe(self, uri: str) -> None:
+        probe = self._probes.get(uri)
+        if probe is None or probe.done():
+            self._probes[uri] = asyncio.get_running_loop().create_task(
+                self._probe(uri), name=f"ldap-probe {uri}"
+            )
+
+    async def _probe(self, uri: str) -> None:
+        """Until ``uri`` answers again: wait out the back-off, try one bind, repeat."""
+        while self._health.is_down(uri):
+            await asyncio.sleep(self._health.retry_in(uri))
+            if await self._answers(uri):
+                took = self._health.down_for(uri)
+                if self._health.mark_up(uri):
+                    log.warning("LDAP server %s answers again after %.0fs; using it", uri, took)
+                return
+            self._health.mark_down(uri)  # still hung: another back-off period
+
+    async def _answers(self, uri: str) -> bool:
+        """Does ``uri`` answer a bind within the timeout? Any answer counts (even a refusal:
+        what made it down was silence); so does a fast error, which costs a login nothing."""
+        s = self._settings
+        conn: LdapConnection | None = None
+        try:
+            async with asyncio.timeout(s.timeout):
+                conn = await self._connect(uri, service_bind=False)
+                await conn.request(
+                    lambda i: bind_request(i, s.bind_dn, s.bind_password.encode("utf-8"))
+                )
+        except TimeoutError:
+            return False
+        except (OSError, _Broken, ssl.SSLError):
+            return True
+        finally:
+            if conn is not None:
+                conn.close()
+        return True
+
+    # -- connections ----------------------------------------------------------------------
+
+    async def _connect(self, uri: str, service_bind: bool) -> LdapConnection:
+        """A connection to ``uri`` (service-bound if asked); the caller bounds the time."""
         loop = asyncio.get_running_loop()
+        kind, host, port, tls = _endpoint(uri)
+        conn: LdapConnection | None = None
+        try:
+            if kind == "unix":
+                _, conn = await loop.create_unix_connection(lambda: LdapConnection(uri), host)
+            else:
+                _, conn = await loop.create_connection(
+                    lambda: LdapConnection(uri), host, port, ssl=self._tls if tls else None
+                )
+            if service_bind and self._settings.bind_dn:
+                done, _ = await conn.request(self._service_bind)
+                if done.result_code != SUCCESS:
+                    raise _Refused(f"service bind refused ({done.result_code})")
+        except BaseException:
+            if conn is not None:
+                conn.fail("abandoned")  # half-open: never leak it
+            raise
+        return conn
+
+    async def _open(self, service_bind: bool) -> LdapConnection:
+        uris = self._candidates()
+        if not uris:
+            raise DirectoryUnavailable(self._all_down())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.timeout
         errors = []
-        for uri in self._settings.uri:
-            kind, host, port, tls = _endpoint(uri)
+        for i, uri in enumerate(uris):
+            wait = max(0.0, deadline - loop.time()) / (len(uris) - i)
             try:
-                async with asyncio.timeout(self._settings.timeout):
-                    if kind == "unix":
-                        _, conn = await loop.create_unix_connection(LdapConnection, host)
-                    else:
-                        _, conn = await loop.create_connection(
-                            LdapConnection, host, port, ssl=self._tls if tls else None
-                        )
-                    if service_bind and self._settings.bind_dn:
-                        done, _ = await conn.request(self._service_bind)
-                        if done.result_code != SUCCESS:
-                            conn.close()
-                            errors.append(f"{uri}: service bind refused ({done.result_code})")
-                            continue
-                return conn
-            except (OSError, TimeoutError, _Broken, ssl.SSLError) as exc:
+                async with asyncio.timeout(wait):
+                    return await self._connect(uri, service_bind)
+            except TimeoutError:
+                self._timed_out(uri, wait)
+                errors.append(f"{uri}: no answer within {wait:.1f}s")
+            except (OSError, _Broken, _Refused, ssl.SSLError) as exc:
                 errors.append(f"{uri}: {exc or type(exc).__name__}")
         raise DirectoryUnavailable("; ".join(errors))
+
+    def _all_down(self) -> str:
+        down = ", ".join(f"{u} for {self._health.down_for(u):.0f}s" for u in self._health.down())
+        return f"every LDAP server is skipped after timing out ({down}); probing them"
 
     def _service_bind(self, message_id: int) -> bytes:
         s = self._settings
         return bind_request(message_id, s.bind_dn, s.bind_password.encode("utf-8"))
 
     async def _search_connection(self) -> LdapConnection:
+        """The shared search connection; while it is being opened, everyone waits for that
+        one attempt (and shares its failure) rather than each trying the servers again."""
         conn = self._search_conn
         if conn is not None and not conn.broken:
             return conn
-        async with self._search_lock:
-            if self._search_conn is None or self._search_conn.broken:
-                self._search_conn = await self._open(service_bind=True)
+        opening = self._search_opening
+        if opening is None:
+            opening = asyncio.get_running_loop().create_task(self._open_search())
+            opening.add_done_callback(_retrieve)
+            self._search_opening = opening
+        return await asyncio.shield(opening)
+
+    async def _open_search(self) -> LdapConnection:
+        try:
+            self._search_conn = await self._open(service_bind=True)
             return self._search_conn
+        finally:
+            self._search_opening = None
 
     async def _search(
         self, filter_text: str, attributes: list[str], size_limit: int
@@ -203,13 +338,19 @@ class AsyncLdapSource:
 
         for attempt in (1, 2):
             conn = await self._search_connection()
+            wait = self._request_wait()
             try:
-                async with asyncio.timeout(s.timeout):
+                async with asyncio.timeout(wait):
                     return await conn.request(build)
-            except (_Broken, TimeoutError) as exc:
+            except TimeoutError:
                 conn.fail("abandoned")  # a timed-out connection is not reused
+                self._timed_out(conn.uri, wait)
                 if attempt == 2:
-                    raise DirectoryUnavailable(f"LDAP search failed: {exc or 'timeout'}") from None
+                    raise DirectoryUnavailable(f"LDAP search: no answer from {conn.uri}") from None
+            except _Broken as exc:
+                conn.fail("abandoned")
+                if attempt == 2:
+                    raise DirectoryUnavailable(f"LDAP search failed: {exc}") from None
         raise AssertionError("unreachable")
 
     async def find_domain(self, domain: str) -> bool:
@@ -252,19 +393,29 @@ class AsyncLdapSource:
                 conn = self._idle_auth_connection() if attempt == 1 else None
                 if conn is None:
                     conn = await self._open(False)
+                wait = self._request_wait()
                 try:
-                    async with asyncio.timeout(self._settings.timeout):
+                    async with asyncio.timeout(wait):
                         done, _ = await conn.request(lambda i: bind_request(i, dn, raw))
-                except (_Broken, TimeoutError) as exc:
+                except TimeoutError:
+                    conn.fail("abandoned")
+                    self._timed_out(conn.uri, wait)  # drops its idle siblings too
+                    if attempt == 2:
+                        raise DirectoryUnavailable(
+                            f"LDAP bind: no answer from {conn.uri}"
+                        ) from None
+                    continue
+                except _Broken as exc:
                     conn.fail("abandoned")
                     # The server probably restarted: every idle connection is as dead as
                     # this one, so the retry must use a new connection, not another of them.
                     self._drop_idle_auth()
                     if attempt == 2:
-                        raise DirectoryUnavailable(
-                            f"LDAP bind failed: {exc or 'timeout'}"
-                        ) from None
+                        raise DirectoryUnavailable(f"LDAP bind failed: {exc}") from None
                     continue
+                except BaseException:
+                    conn.fail("abandoned")  # given up mid-bind: its identity is unknown
+                    raise
                 self._idle_auth.append(conn)
                 code = done.result_code
                 if code == SUCCESS:
@@ -277,8 +428,10 @@ class AsyncLdapSource:
     def _idle_auth_connection(self) -> LdapConnection | None:
         while self._idle_auth:
             conn = self._idle_auth.pop()
-            if not conn.broken:  # the server may have closed it while it sat idle
+            # The server may have closed it while it sat idle, or since been found hung.
+            if not conn.broken and not self._health.is_down(conn.uri):
                 return conn
+            conn.fail("dropped")
         return None
 
     def _drop_idle_auth(self) -> None:
@@ -288,6 +441,9 @@ class AsyncLdapSource:
 
     def close(self) -> None:
         if self._loop is not None and not self._loop.is_closed():
+            for task in [self._search_opening, *self._probes.values()]:
+                if task is not None:
+                    task.cancel()
             for conn in [self._search_conn, *self._idle_auth]:
                 if conn is not None:
                     conn.close()

@@ -63,6 +63,7 @@ DIRECTORY_KEYS = {
     "timeout": Key("float", 5.0, positive),
     "pool_size": Key("int", 4),
     "driver": Key("str", "native", one_of("native", "ldap3")),
+    "down_backoff": Key("float", 5.0, positive),
 }
 
 
@@ -197,6 +198,7 @@ class DirectorySettings:
     timeout: float
     pool_size: int
     driver: str
+    down_backoff: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import logging
 import socket
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, TLSSetupException
 
 from proxy.limits import Slot
 from proxy.listener import is_trusted, transport_address
@@ -33,6 +33,10 @@ async def resolve_hostname(configured: str) -> str:
         return configured
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(None, socket.getfqdn)
+
+
+# Outcomes the session's own bookkeeping must not overwrite at its end.
+_DECIDED = ("evicted", "tls-failed")
 
 
 class TrackedSession(SMTP):
@@ -109,6 +113,18 @@ class TrackedSession(SMTP):
         self.count_out(len(status.encode() if isinstance(status, str) else status) + 2)
         await super().push(status)
 
+    async def handle_exception(self, error: Exception) -> str:
+        """A failed STARTTLS handshake is the client's doing: one INFO session line
+        (``tls-failed``) and a metric, as for IMAP and POP3, not aiosmtpd's traceback."""
+        if isinstance(error, TLSSetupException):
+            if self.record is not None:
+                self.record.outcome = "tls-failed"
+            self.env.metrics.tls_failed(self.protocol_name)
+            cause = error.__cause__
+            log.debug("%s STARTTLS handshake failed: %s", self.protocol_name, cause or error)
+            return "421 4.7.0 TLS handshake failed"  # not sent: aiosmtpd closes the connection
+        return await super().handle_exception(error)
+
     def eof_received(self) -> bool | None:
         """The client closed its side: end the session. aiosmtpd cancels its handler but,
         as a StreamReaderProtocol, keeps the transport half-open, so without this close
@@ -131,5 +147,6 @@ class TrackedSession(SMTP):
         if self._logged or self.record is None:
             return
         self._logged = True
-        self.session_finished(self.record)
+        if self.record.outcome not in _DECIDED:
+            self.session_finished(self.record)
         log.info(self.record.line())

@@ -352,8 +352,6 @@ class SubmissionSession(TrackedSession):
             relay.abort()
 
     def session_finished(self, record: SessionRecord) -> None:
-        if record.outcome == "evicted":
-            return
         if self.sent or self.refused:
             record.outcome = f"ok:sent={self.sent},refused={self.refused}"
         else:

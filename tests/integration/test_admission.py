@@ -59,7 +59,7 @@ def metric(admin: int, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def limited(farm: Farm, tmp_path: Path):  # type: ignore[no-untyped-def]
-    ports, admin, submissions = ProxyPorts(), free_port(), free_port()
+    ports, admin, submissions, starttls = ProxyPorts(), free_port(), free_port(), free_port()
     sections = farm_config(
         farm,
         ports,
@@ -67,17 +67,18 @@ def limited(farm: Farm, tmp_path: Path):  # type: ignore[no-untyped-def]
         proxy={"max_connections_per_ip": 3, "preauth_timeout": 30},
         admin={"listen": [f"127.0.0.1:{admin}"], "token": "t"},
         submission={
+            "listen": [f"127.0.0.1:{starttls}"],
             "tls_listen": [f"127.0.0.1:{submissions}"],
             "relay": f"127.0.0.1:{free_port()}",
         },
     )
     proc = MailfarmProcess(tmp_path, sections, "admission").start()
-    yield proc, ports, admin, submissions
+    yield proc, ports, admin, submissions, starttls
     proc.stop()
 
 
 def test_silent_connections_to_implicit_tls_ports_are_counted_at_accept(limited) -> None:  # type: ignore[no-untyped-def]
-    proc, ports, _admin, submissions = limited
+    proc, ports, _admin, submissions, _starttls = limited
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -104,7 +105,7 @@ def test_silent_connections_to_implicit_tls_ports_are_counted_at_accept(limited)
 
 
 def test_a_failed_handshake_is_one_info_line_and_a_metric(limited) -> None:  # type: ignore[no-untyped-def]
-    proc, ports, admin, submissions = limited
+    proc, ports, admin, submissions, starttls_port = limited
     before = proc.log_text().count("outcome=tls-failed")
     # STARTTLS, then something that is not a TLS ClientHello.
     with wire_from(ports.imap, "127.0.0.6") as w:
@@ -120,11 +121,20 @@ def test_a_failed_handshake_is_one_info_line_and_a_metric(limited) -> None:  # t
         assert w.line().startswith(b"+OK")
         w.send(b"junk\r\n")
         assert w.closed()
+    with wire_from(starttls_port, "127.0.0.6") as w:  # submission's STARTTLS (aiosmtpd's)
+        w.line()
+        w.send(b"EHLO client.example\r\n")
+        w.until(b"250 ")
+        w.send(b"STARTTLS\r\n")
+        assert w.line().startswith(b"220")
+        time.sleep(0.2)
+        w.send(b"junk\r\n")
+        assert w.closed()
     for port in (ports.imaps, ports.pop3s, submissions):  # implicit TLS spoken to in clear
         with wire_from(port, "127.0.0.6") as w:
             w.send(b"a LOGIN x y\r\n")
             assert w.closed()
-    assert eventually(lambda: proc.log_text().count("outcome=tls-failed") >= before + 5)
+    assert eventually(lambda: proc.log_text().count("outcome=tls-failed") >= before + 6)
     text = proc.log_text()
     assert "Traceback" not in text and "internal-error" not in text
     for line in text.splitlines():
@@ -132,7 +142,7 @@ def test_a_failed_handshake_is_one_info_line_and_a_metric(limited) -> None:  # t
             assert " INFO " in line or "INFO" in line.split("session")[0], line
     assert metric(admin, "mailfarm_tls_failures_total", protocol="imap") >= 2
     assert metric(admin, "mailfarm_tls_failures_total", protocol="pop3") >= 2
-    assert metric(admin, "mailfarm_tls_failures_total", protocol="submission") >= 1
+    assert metric(admin, "mailfarm_tls_failures_total", protocol="submission") >= 2
 
 
 def test_the_oldest_connection_not_logged_in_makes_room(farm: Farm, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from proxy.config import Network, TlsSettings
 from proxy.limits import Slot
 from proxy.proxyproto import ProxyHeader
 from proxy.session import ClientInfo, CoreEnv, Dialect, SessionRecord, run_session
-from proxy.stream import Conn, ConnectionClosed, start_tls_with, tls_reason
+from proxy.stream import Conn, ConnectionClosed, TlsFailed
 
 log = logging.getLogger("mailfarm.listener")
 
@@ -55,18 +55,17 @@ def is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
 
 
 class _Accepted(Conn):
-    __slots__ = ("_on_made", "_tls_first")
+    __slots__ = ("_on_made",)
 
     def __init__(self, on_made: Callable[[_Accepted], None], tls_first: bool) -> None:
         super().__init__()
         self._on_made = on_made
-        self._tls_first = tls_first
+        # Implicit TLS: the ClientHello is held for the handshake the session starts once
+        # the connection is admitted.
+        self.hold_for_tls = tls_first
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        # The ClientHello is held for the handshake the session starts once the connection
-        # is admitted.
-        self.hold_for_tls = self._tls_first
         self._on_made(self)
 
 
@@ -78,6 +77,23 @@ def transport_address(transport: asyncio.BaseTransport, key: str) -> tuple[str, 
     return "unknown", 0
 
 
+def client_info(transport: asyncio.BaseTransport, trusted: tuple[Network, ...]) -> ClientInfo:
+    """Who is on the other end of a directly accepted connection (no PROXY header)."""
+    ip, port = transport_address(transport, "peername")
+    lip, lport = transport_address(transport, "sockname")
+    return ClientInfo(ip, port, lip, lport, is_trusted(ip, trusted))
+
+
+def admit(env: CoreEnv, protocol: str, client: ClientInfo) -> Slot | None:
+    """A place under ``[proxy]`` max_connections(_per_ip), or None, logged and counted; the
+    caller closes a refused connection (with a goodbye where its protocol allows one)."""
+    slot = env.limits.admit(client.ip, client.trusted)
+    if slot is None:
+        log.warning("%s connection from %s refused: connection limit", protocol, client.ip)
+        env.metrics.connection_refused(protocol, Failure.CONNECTION_LIMIT.value)
+    return slot
+
+
 class _Admitted(Protocol):
     """What TlsFirst hands its TLS transport to: an ordinary protocol that accepts the
     slot taken for it."""
@@ -86,13 +102,18 @@ class _Admitted(Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
 
+    def data_received(self, data: bytes) -> None: ...
 
-class TlsFirst(asyncio.Protocol):
+
+class TlsFirst(Conn):
     """Implicit TLS for a protocol object that cannot run its own handshake (aiosmtpd's):
-    admit the connection under the limits, handshake, then hand the TLS transport over.
+    admit the connection under the limits, handshake (:meth:`Conn.start_tls`, which holds
+    an early ClientHello), then hand the TLS transport over.
 
     A failed or abandoned handshake is one INFO session line (``tls-failed``, ``timeout``
     or ``evicted``) and a metric, like the IMAP and POP3 listeners' handshakes."""
+
+    __slots__ = ("_context", "_env", "_inner", "_protocol")
 
     def __init__(
         self,
@@ -101,33 +122,26 @@ class TlsFirst(asyncio.Protocol):
         inner: Callable[[], _Admitted],
         context: ssl.SSLContext,
     ) -> None:
+        super().__init__()
         self._env = env
         self._protocol = protocol
         self._inner = inner
         self._context = context
+        self.hold_for_tls = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
         env = self._env
-        ip, port = transport_address(transport, "peername")
-        lip, lport = transport_address(transport, "sockname")
-        client = ClientInfo(ip, port, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
-        slot = env.limits.admit(ip, client.trusted)
+        client = client_info(transport, env.proxy.trusted_networks)
+        slot = admit(env, self._protocol, client)
         if slot is None:
-            log.warning("%s connection from %s refused: connection limit", self._protocol, ip)
-            env.metrics.connection_refused(self._protocol, Failure.CONNECTION_LIMIT.value)
             transport.close()
             return
-        self._held = bytearray()
-        self._transport = transport
-        task = asyncio.get_running_loop().create_task(
-            self._handshake(transport, client, slot)  # type: ignore[arg-type]
-        )
+        task = asyncio.get_running_loop().create_task(self._handshake(client, slot))
         env.sessions.preauth.add(task)
         task.add_done_callback(env.sessions.preauth.discard)
 
-    async def _handshake(
-        self, transport: asyncio.Transport, client: ClientInfo, slot: Slot
-    ) -> None:
+    async def _handshake(self, client: ClientInfo, slot: Slot) -> None:
         env = self._env
         record = SessionRecord(self._protocol, client)
         task = asyncio.current_task()
@@ -135,48 +149,35 @@ class TlsFirst(asyncio.Protocol):
         def evict() -> None:
             record.outcome = "evicted"
             env.metrics.evicted(self._protocol)
-            transport.abort()
+            self.abort()
             if task is not None:
                 task.cancel()
 
         slot.evict = evict
         try:
             async with asyncio.timeout(env.proxy.preauth_timeout):
-                held, self._held = bytes(self._held), bytearray()
-                new = await start_tls_with(transport, self, self._context, True, None, held)
-            if new is None:
-                raise ConnectionResetError("connection closed during the handshake")
+                await self.start_tls(self._context, server_side=True)
         except asyncio.CancelledError:
             if record.outcome != "evicted":
                 record.outcome = "shutdown"
-            new = None
         except TimeoutError:
             record.outcome = "timeout"
-            new = None
-        except (ssl.SSLError, OSError, EOFError) as exc:
+        except TlsFailed as exc:
             record.outcome = "tls-failed"
             env.metrics.tls_failed(self._protocol)
-            why = tls_reason(exc)
-            log.debug("%s TLS handshake with %s failed: %s", self._protocol, client.ip, why)
-            new = None
-        if new is None:
-            transport.abort()
-            slot.release()
-            log.info(record.line())
+            log.debug("%s TLS handshake with %s failed: %s", self._protocol, client.ip, exc)
+        else:
+            inner = self._inner()
+            inner.slot = slot
+            transport, early = self.detach()
+            transport.set_protocol(inner)  # type: ignore[arg-type]
+            inner.connection_made(transport)
+            if early:
+                inner.data_received(early)
             return
-        inner = self._inner()
-        inner.slot = slot
-        new.set_protocol(inner)  # type: ignore[arg-type]
-        inner.connection_made(new)
-
-    def data_received(self, data: bytes) -> None:
-        """The ClientHello, read before the handshake began: held for it (see
-        :func:`proxy.stream.start_tls_with`)."""
-        self._held += data
-        self._transport.pause_reading()  # type: ignore[attr-defined]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        self.abort()
+        slot.release()
+        log.info(record.line())
 
 
 PROXY_HEADER_TIMEOUT = 10.0
@@ -224,13 +225,11 @@ async def _accept(
         # HAProxy that ended TLS itself (send-proxy-v2-ssl) vouches that the client used it.
         tls_active = header.tls
     client = ClientInfo(ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
-    slot = env.limits.admit(ip, client.trusted)
+    slot = admit(env, dialect.name, client)
     if slot is None:
         if not tls_first:  # a goodbye in clear would only garble a TLS client's handshake
             conn.write(dialect.bye(Failure.CONNECTION_LIMIT))
         conn.close()
-        log.warning("%s connection from %s refused: connection limit", dialect.name, ip)
-        env.metrics.connection_refused(dialect.name, Failure.CONNECTION_LIMIT.value)
         return
     handshake = env.server_tls if tls_first else None
     await run_session(conn, dialect, env, client, slot, tls_active, handshake)

@@ -165,10 +165,10 @@ class Conn(asyncio.Protocol):
         self._buffer.clear()
         self.handshaking = True
         try:
-            new = await start_tls_with(self.transport, self, context, server_side, hostname, held)
+            new = await _start_tls_with(self.transport, self, context, server_side, hostname, held)
         except (ssl.SSLError, OSError, EOFError) as exc:
             self._closed = True
-            raise TlsFailed(tls_reason(exc)) from None
+            raise TlsFailed(_tls_reason(exc)) from None
         finally:
             self.handshaking = False
         if new is None:
@@ -198,7 +198,7 @@ class Conn(asyncio.Protocol):
         self._closed = True
 
 
-def tls_reason(exc: BaseException) -> str:
+def _tls_reason(exc: BaseException) -> str:
     """A short reason for the log: OpenSSL's own (``WRONG_VERSION_NUMBER``), not a repr."""
     reason = getattr(exc, "reason", None)
     if reason:
@@ -206,7 +206,7 @@ def tls_reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def start_tls_with(
+async def _start_tls_with(
     transport: asyncio.BaseTransport,
     protocol: asyncio.BaseProtocol,
     context: ssl.SSLContext,

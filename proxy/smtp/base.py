@@ -17,7 +17,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, TLSSetupException
 
 from proxy.limits import Slot
-from proxy.listener import is_trusted, transport_address
+from proxy.listener import admit, client_info
 from proxy.session import ClientInfo, CoreEnv, SessionRecord
 
 log = logging.getLogger("mailfarm.smtp")
@@ -63,16 +63,11 @@ class TrackedSession(SMTP):
         super().connection_made(transport)
         if not first:
             return
-        ip, port = transport_address(transport, "peername")
-        lip, lport = transport_address(transport, "sockname")
-        trusted = is_trusted(ip, self.env.proxy.trusted_networks)
-        self.client = ClientInfo(ip, port, lip, lport, trusted)
+        self.client = client_info(transport, self.env.proxy.trusted_networks)
         # Counted against [proxy] max_connections(_per_ip) like the IMAP/POP3 listeners.
         if self.slot is None:
-            self.slot = self.env.limits.admit(ip, trusted)
+            self.slot = admit(self.env, self.protocol_name, self.client)
         if self.slot is None:
-            log.warning("%s connection from %s refused: connection limit", self.protocol_name, ip)
-            self.env.metrics.connection_refused(self.protocol_name, "connection-limit")
             transport.write(self.BUSY)
             transport.close()
             return

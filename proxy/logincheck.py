@@ -41,16 +41,12 @@ async def check_login(
     clock: Callable[[], float] = time.monotonic,
 ) -> Verdict:
     """The verdict on one login attempt, answered no sooner than its failure schedule."""
-    now = clock
     await _wait(limits.penalty(ip, trusted))
-    started = now()
-    try:
-        login = normalise_login(creds.authcid)
-    except BadLogin:
-        login = ""
-    if not login or (creds.authzid and normalise_login_or_none(creds.authzid) != login):
+    started = clock()
+    login = _normalised(creds.authcid)
+    if login is None or (creds.authzid and _normalised(creds.authzid) != login):
         # An unusable login, or acting as another user (proxy authorization is not offered).
-        await _fail_at(started, limits.failure_delay(ip, login or "-", trusted), now)
+        await _fail_at(started, limits.failure_delay(ip, login or "-", trusted), clock)
         return Verdict(Failure.AUTH_FAILED)
     result = await directory.authenticate(login, creds.password)
     if result.outcome is AuthOutcome.UNAVAILABLE:
@@ -62,11 +58,11 @@ async def check_login(
             return Verdict(Failure.LOGIN_DISABLED, route)
         return Verdict(None, route)
     key = route.uid if route is not None else login
-    await _fail_at(started, limits.failure_delay(ip, key, trusted), now)
+    await _fail_at(started, limits.failure_delay(ip, key, trusted), clock)
     return Verdict(Failure.AUTH_FAILED)
 
 
-def normalise_login_or_none(login: str) -> str | None:
+def _normalised(login: str) -> str | None:
     try:
         return normalise_login(login)
     except BadLogin:

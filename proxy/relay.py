@@ -136,9 +136,10 @@ class Relay:
         # now, or a mailbox streams into memory (resume_writing undoes it as usual).
         for side in (self.client, self.backend):
             transport = side.transport
-            if transport is not None and side.peer is not None and side.peer.transport:
-                if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
-                    side.pause_writing()
+            if transport is not None and (
+                transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
+            ):
+                side.pause_writing()
         for side in (self.client, self.backend):
             if side.transport is not None and side.transport.is_closing():
                 self.finish("client-closed" if side is self.client else "backend-closed")

@@ -183,13 +183,12 @@ async def run_session(
 
 
 def _relay_done(
-    env: CoreEnv, conn_in: int, conn_out: int, slot: Slot | None = None
+    env: CoreEnv, slot: Slot, conn_in: int, conn_out: int
 ) -> Callable[[Relay], None]:
     def done(relay: Relay) -> None:
         env.sessions.relays.discard(relay)
         record = env.sessions.records.pop(relay, None)
-        if slot is not None:
-            slot.release()
+        slot.release()
         if record is None:
             return
         record.outcome = f"ok:{relay.reason}"
@@ -357,7 +356,7 @@ def _start_relay(
     client_transport, client_rest = conn.detach()
     backend_transport, backend_rest = backend.detach()
     pending = dialogue.take_pending() + client_rest
-    on_done = _relay_done(env, conn.bytes_in - len(pending), conn.bytes_out, slot)
+    on_done = _relay_done(env, slot, conn.bytes_in - len(pending), conn.bytes_out)
     relay = Relay(
         client_transport,
         backend_transport,

@@ -177,7 +177,9 @@ async def proxied_session(
     client_side = await queue.get()
     backend_side, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", back)
     backend_reader, _ = await backends.get()
-    relay = Relay(client_side, backend_side, 60.0, _relay_done(env, 0, 0))
+    slot = env.limits.admit("127.0.0.1", True)
+    assert slot is not None
+    relay = Relay(client_side, backend_side, 60.0, _relay_done(env, slot, 0, 0))
     client = ClientInfo("127.0.0.1", 1, "127.0.0.1", 143, False)
     env.sessions.relays.add(relay)
     env.sessions.records[relay] = SessionRecord(protocol, client, login=login, uid=uid)

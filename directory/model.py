@@ -72,6 +72,12 @@ class UserSource(Protocol):
 _TRUE = {"true", "yes", "1", "on"}
 
 
+def means_disabled(value: str) -> bool:
+    """Whether a ``disabled_attribute`` value refuses logins; the provisioning side keeps
+    the values that do not when it disables or re-enables a user."""
+    return value.lower() in _TRUE
+
+
 def route_from_entry(
     dn: str,
     attrs: dict[str, list[str]],
@@ -97,7 +103,7 @@ def route_from_entry(
     port_text = first(port_attribute)
     if port_text is not None and port_text.isdigit() and 0 < int(port_text) < 65536:
         port = int(port_text)
-    disabled = (first(disabled_attribute) or "").lower() in _TRUE
+    disabled = means_disabled(first(disabled_attribute) or "")
     return Route(
         uid=uid,
         dn=dn,

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from directory.model import means_disabled
 from directory.provision import ProvisionError, Refused, Unavailable
 from directory.provision.adminapi import call as admin_call
 from directory.provision.imapclient import ImapClient
@@ -51,7 +52,7 @@ from directory.provision.mailstore import (
     summary,
     wipe,
 )
-from directory.provision.users import DISABLED_VALUE, TRUE_VALUES, User, find_user
+from directory.provision.users import DISABLED_VALUE, User, find_user
 from proxy.config import ConfigError, Settings
 
 #: Called after each copied batch with (messages copied so far, messages in total).
@@ -114,7 +115,7 @@ class _Mover:
         entry = self.writer.get(self.user.dn, (self.attr,))
         # A forced move of a user left disabled by an interrupted move must not restore that.
         values = entry.values(self.attr) if entry else []
-        self.saved = [v for v in values if v.strip().lower() not in TRUE_VALUES]
+        self.saved = [v for v in values if not means_disabled(v)]
         self.writer.modify(self.user.dn, {self.attr: [(REPLACE, [DISABLED_VALUE])]})
         self.disabled = True
 

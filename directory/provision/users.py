@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from ldap3.utils.dn import escape_rdn
 
-from directory.model import route_from_entry
+from directory.model import means_disabled, route_from_entry
 from directory.names import escape_filter_value
 from directory.passwords import hash_password
 from directory.provision import NotFound, PartlyApplied, ProvisionError, Refused, UsageError
@@ -36,7 +36,6 @@ USER_CLASSES = ("inetOrgPerson", "inetLocalMailRecipient")
 USER_FILTER = "(&(objectClass=inetLocalMailRecipient)(|(uid={0})(mail={0})))"
 _LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 DISABLED_VALUE = "TRUE"  # what disabling writes into [directory] disabled_attribute
-TRUE_VALUES = frozenset({"true", "yes", "1", "on"})  # what directory.model reads as disabled
 
 
 def check_address(address: str) -> tuple[str, str]:
@@ -345,7 +344,7 @@ def set_login_disabled(
     user = find_user(settings, writer, login)
     entry = writer.get(user.dn, (attr,))
     values = entry.values(attr) if entry else []
-    others = [v for v in values if v.strip().lower() not in TRUE_VALUES]
+    others = [v for v in values if not means_disabled(v)]
     wanted = [DISABLED_VALUE, *others] if disabled else others
     if wanted != values:
         writer.modify(user.dn, {attr: [(REPLACE, wanted)] if wanted else [(DELETE, [])]})

@@ -242,9 +242,7 @@ class AsyncLdapSource:
         try:
             async with asyncio.timeout(s.timeout):
                 conn = await self._connect(uri, service_bind=False)
-                await conn.request(
-                    lambda i: bind_request(i, s.bind_dn, s.bind_password.encode("utf-8"))
-                )
+                await conn.request(self._service_bind)
         except TimeoutError:
             return False
         except (OSError, _Broken, ssl.SSLError):

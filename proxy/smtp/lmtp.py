@@ -159,8 +159,6 @@ class LmtpSession(TrackedSession, LMTP):
         (:func:`start` always passes ``[lmtp] allowed_networks``)."""
         super().__init__(env, handler, **kwargs)
         self._allowed = allowed
-        self._gate_passed = allowed is None
-        self._refused = False
         self.replicate_errors = False
         self.bytes_received = 0
         self.counts = {
@@ -172,20 +170,18 @@ class LmtpSession(TrackedSession, LMTP):
         }
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self._gate_passed:  # first call only (connection_made runs again on STARTTLS)
-            assert self._allowed is not None
+        # First call only (aiosmtpd has no session yet; connection_made runs again on
+        # STARTTLS): refused before aiosmtpd sets anything up, so no session, no slot and no
+        # log line but admit_peer's warning.
+        if self.session is None and self._allowed is not None:
             if not admit_peer(transport, self._allowed, "lmtp"):
-                # Before aiosmtpd sets anything up: no session, no slot, no log line but
-                # admit_peer's warning.
-                self._refused = True
                 transport.write(NOT_ALLOWED)
                 transport.close()
                 return
-            self._gate_passed = True
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
-        if self._refused:
+        if self.session is None:  # refused at accept: aiosmtpd never started
             return
         super().connection_lost(error)
 

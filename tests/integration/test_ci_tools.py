@@ -27,33 +27,28 @@ def _run(path_prefix: Path | None = None) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _fake(directory: Path, tool: str, *lines: str) -> Path:
+    """A stand-in ``tool`` on PATH that prints ``lines``, whatever it is asked."""
+    fake = directory / tool
+    fake.write_text("#!/bin/sh\n" + "".join(f"echo '{line}'\n" for line in lines))
+    fake.chmod(0o755)
+    return directory
+
+
 def test_installed_tools_pass_the_check() -> None:
     result = _run()
     assert result.returncode == 0, result.stderr
 
 
 def test_swaks_without_tls_is_named(tmp_path: Path) -> None:
-    fake = tmp_path / "swaks"
-    fake.write_text(
-        "#!/bin/sh\n"
-        "echo '=== Basic AUTH supported'\n"
-        "echo '*** TLS not available: requires Net::SSLeay'\n"
-    )
-    fake.chmod(0o755)
-    result = _run(tmp_path)
+    swaks = ("=== Basic AUTH supported", "*** TLS not available: requires Net::SSLeay")
+    result = _run(_fake(tmp_path, "swaks", *swaks))
     assert result.returncode == 1
     assert "swaks: no TLS support" in result.stderr
 
 
 def test_curl_without_pop3s_is_named(tmp_path: Path) -> None:
-    fake = tmp_path / "curl"
-    fake.write_text(
-        "#!/bin/sh\n"
-        "echo 'curl 7.88.1'\n"
-        "echo 'Protocols: http https imap imaps pop3 smtp smtps'\n"
-        "echo 'Features: SSL'\n"
-    )
-    fake.chmod(0o755)
-    result = _run(tmp_path)
+    curl = ("curl 7.88.1", "Protocols: http https imap imaps pop3 smtp smtps", "Features: SSL")
+    result = _run(_fake(tmp_path, "curl", *curl))
     assert result.returncode == 1
     assert "curl: no pop3s protocol" in result.stderr

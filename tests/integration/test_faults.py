@@ -3,7 +3,6 @@ slapd stopped and restarted while logins go on."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 from bench.farm import Farm
 from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config
 from tests.integration.imapwire import Wire
+from tests.integration.silent import silent_listener
 
 
 def logged_in(port: int, user) -> Wire:  # type: ignore[no-untyped-def]
@@ -68,27 +68,8 @@ def test_logout_gets_no_extra_goodbye(farm: Farm, proxy) -> None:  # type: ignor
 @pytest.fixture()
 def silent_backend(farm: Farm) -> Iterator[str]:
     """A host that accepts TCP on the IMAP port and never says a word."""
-    port = farm.backends["mail1"].imap_port
-    listener = socket.create_server(("127.0.0.4", port))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield "127.0.0.4"
-    stop.set()
-    thread.join()
-    for s in held:
-        s.close()
-    listener.close()
+    with silent_listener("127.0.0.4", farm.backends["mail1"].imap_port):
+        yield "127.0.0.4"
 
 
 def test_backend_that_never_speaks(farm: Farm, tmp_path: Path, silent_backend: str) -> None:

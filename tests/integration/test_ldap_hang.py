@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,8 @@ from typing import Any
 import pytest
 
 from bench.farm import Farm, FarmUser
-from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config
+from tests.integration.silent import silent_listener
 from tests.integration.waiting import eventually
 
 TIMEOUT = 2.0
@@ -39,26 +39,8 @@ Reply = tuple[bytes, float]  # (the server's answer to the login, seconds it too
 @pytest.fixture()
 def silent_ldap() -> Iterator[str]:
     """An ldap:// URI whose host accepts connections and never answers (nor closes)."""
-    listener = socket.create_server(("127.0.0.1", free_port()), backlog=256)
-    listener.settimeout(0.2)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join()
-    for s in held:
-        s.close()
-    listener.close()
+    with silent_listener("127.0.0.1", 0) as port:
+        yield f"ldap://127.0.0.1:{port}"
 
 
 @contextmanager

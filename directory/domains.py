@@ -23,7 +23,7 @@ from cachetools import TTLCache
 
 from directory.model import DirectoryUnavailable
 from directory.service import Directory
-from proxy.config import DEFAULT_DOMAIN_FILTER
+from directory.settings import DEFAULT_DOMAIN_FILTER
 
 log = logging.getLogger("mailfarm.directory")
 

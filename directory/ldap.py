@@ -31,7 +31,7 @@ from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError
 from directory.model import DirectoryUnavailable, Route, route_from_entry
 from directory.names import render_filter
 from directory.serverhealth import ServerHealth
-from proxy.config import DirectorySettings
+from directory.settings import DirectorySettings
 
 log = logging.getLogger("mailfarm.directory")
 

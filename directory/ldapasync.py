@@ -35,7 +35,7 @@ from directory.ldapwire import (
 from directory.model import DirectoryUnavailable, Route, route_from_entry
 from directory.names import render_filter
 from directory.serverhealth import ServerHealth
-from proxy.config import DirectorySettings
+from directory.settings import DirectorySettings
 
 log = logging.getLogger("mailfarm.directory")
 

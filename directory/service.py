@@ -28,7 +28,7 @@ from directory.model import (
     UserSource,
 )
 from directory.names import BadLogin, normalise_login
-from proxy.config import DirectorySettings
+from directory.settings import DirectorySettings
 
 log = logging.getLogger("mailfarm.directory")
 

@@ -28,6 +28,7 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailfarm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.set_defaults(load=_load)  # how the commands registered below read proxy.toml
 
     p = sub.add_parser("serve", help="run every front end the configuration names")
     _add_config(p)
@@ -55,6 +56,14 @@ def _load(path: str) -> Settings:
     return load_config(path)
 
 
+def _toml_tables(section: str, table: object) -> list[tuple[str, dict]]:
+    """``[section]`` for a table, one ``[[section]]`` per entry of an array of tables."""
+    if isinstance(table, list):
+        return [(f"[[{section}]]", entry) for entry in table]
+    assert isinstance(table, dict)
+    return [(f"[{section}]", table)]
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     shown = effective_settings(settings)
@@ -63,10 +72,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"# {settings.path}: OK")
     for section, table in shown.items():
-        print(f"[{section}]")
-        for key, value in table.items():
-            print(f"{key} = {json.dumps(value)}")
-        print()
+        for header, items in _toml_tables(section, table):
+            print(header)
+            for key, value in items.items():
+                print(f"{key} = {json.dumps(value)}")
+            print()
     return EXIT_OK
 
 

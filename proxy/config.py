@@ -13,59 +13,30 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from proxy.configschema import ConfigError, Key, one_of, port_number, positive, read_table
+from common.configschema import (
+    ConfigError,
+    Key,
+    one_of,
+    port_number,
+    positive,
+    read_table,
+    resolve_secret,
+)
+from directory.settings import (
+    BACKEND_KEYS,
+    DIRECTORY_KEYS,
+    PROVISION_KEYS,
+    Backends,
+    BackendSettings,
+    DirectorySettings,
+    ProvisionSettings,
+    backends_settings,
+    directory_settings,
+    provision_settings,
+)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Listen = tuple[tuple[str, int], ...]
-
-DEFAULT_USER_FILTER = "(&(objectClass=inetLocalMailRecipient)(|(uid=%s)(mail=%s)))"
-DEFAULT_DOMAIN_FILTER = "(&(objectClass=domainRelatedObject)(associatedDomain=%s))"
-
-
-def _check_uris(uris: tuple[str, ...]) -> tuple[str, ...]:
-    if not uris:
-        raise ValueError("at least one URI is needed")
-    for uri in uris:
-        if uri.startswith("ldif:"):
-            if len(uris) != 1:
-                raise ValueError("ldif: cannot be combined with other URIs")
-            path = Path(uri[5:])
-            if not path.is_file():
-                raise ValueError(f"{uri}: no such file")
-        elif not uri.startswith(("ldap://", "ldaps://", "ldapi://")):
-            raise ValueError(f"{uri!r}: must start with ldap://, ldaps://, ldapi:// or ldif:")
-    return uris
-
-
-def _check_filter(value: str) -> str:
-    if "%s" not in value:
-        raise ValueError("must contain %s where the login goes")
-    if not (value.startswith("(") and value.endswith(")")):
-        raise ValueError("must be an LDAP filter in parentheses")
-    return value
-
-
-DIRECTORY_KEYS = {
-    "uri": Key("strlist", None, _check_uris),
-    "base": Key("str", None),
-    "bind_dn": Key("str", ""),
-    "bind_password": Key("secret", "", secret=True),
-    "bind_password_file": Key("path", None),
-    "user_filter": Key("str", DEFAULT_USER_FILTER, _check_filter),
-    "domain_filter": Key("str", DEFAULT_DOMAIN_FILTER, _check_filter),
-    "host_attribute": Key("str", "mailHost"),
-    "port_attribute": Key("str", ""),
-    "disabled_attribute": Key("str", ""),
-    "cache_ttl": Key("float", 300.0),
-    "negative_ttl": Key("float", 30.0),
-    "stale_ttl": Key("float", 3600.0),
-    "cache_size": Key("int", 100_000),
-    "timeout": Key("float", 5.0, positive),
-    "pool_size": Key("int", 4),
-    "driver": Key("str", "native", one_of("native", "ldap3")),
-    "down_backoff": Key("float", 5.0, positive),
-}
-
 
 def _check_workers(value: object) -> int | str:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -80,7 +51,7 @@ def _check_prefix(value: int) -> int:
 
 
 def _check_hostport(value: str) -> str:
-    from proxy.configschema import parse_listen
+    from common.configschema import parse_listen
 
     host, _ = parse_listen(value)
     if not host:
@@ -148,23 +119,6 @@ ADMIN_KEYS = {
     "token_file": Key("path", None),
 }
 
-PROVISION_KEYS = {
-    "bind_dn": Key("str", ""),
-    "bind_password": Key("secret", "", secret=True),
-    "bind_password_file": Key("path", None),
-    "hosts": Key("strlist", ()),
-    "backend_imap_port": Key("int", 143, port_number),
-    "master_user": Key("str", ""),
-    "master_password": Key("secret", "", secret=True),
-    "master_password_file": Key("path", None),
-    "master_separator": Key("str", "*"),
-    "default_ns": Key("strlist", ()),
-    "default_mx": Key("strlist", ()),
-    "password_scheme": Key("str", "{SSHA512}"),
-    "admin_urls": Key("strlist", ()),
-}
-
-
 def _protocol_keys(backend_port: int) -> dict[str, Key]:
     return {
         "listen": Key("listen", ()),
@@ -176,29 +130,8 @@ def _protocol_keys(backend_port: int) -> dict[str, Key]:
         "backend_ca": Key("path", None),
         "backend_timeout": Key("float", 10.0, positive),
         "forward_client_ip": Key("bool", False),
+        "backend_auth": Key("str", "password", one_of("password", "proxy")),
     }
-
-
-@dataclass(frozen=True, slots=True)
-class DirectorySettings:
-    uri: tuple[str, ...]
-    base: str
-    bind_dn: str
-    bind_password: str
-    bind_password_file: Path | None
-    user_filter: str
-    domain_filter: str
-    host_attribute: str
-    port_attribute: str
-    disabled_attribute: str
-    cache_ttl: float
-    negative_ttl: float
-    stale_ttl: float
-    cache_size: int
-    timeout: float
-    pool_size: int
-    driver: str
-    down_backoff: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +175,7 @@ class ProtocolSettings:
     backend_ca: Path | None
     backend_timeout: float
     forward_client_ip: bool
+    backend_auth: str = "password"
 
     @property
     def enabled(self) -> bool:
@@ -285,23 +219,6 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
-class ProvisionSettings:
-    bind_dn: str
-    bind_password: str
-    bind_password_file: Path | None
-    hosts: tuple[str, ...]
-    backend_imap_port: int
-    master_user: str
-    master_password: str
-    master_password_file: Path | None
-    master_separator: str
-    default_ns: tuple[str, ...]
-    default_mx: tuple[str, ...]
-    password_scheme: str
-    admin_urls: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Settings:
     path: Path
     directory: DirectorySettings
@@ -314,7 +231,16 @@ class Settings:
     submission: SubmissionSettings
     admin: AdminSettings
     provision: ProvisionSettings
+    backends: Backends
 
+    @property
+    def admin_token(self) -> str:
+        """The token the admin tool presents to every instance's admin endpoint."""
+        return self.admin.token
+
+
+#: Tables read by their own functions (which also resolve secrets and cross-check keys).
+OWN_READERS = ("directory", "provision")
 
 SECTIONS: dict[str, dict[str, Key]] = {
     "directory": DIRECTORY_KEYS,
@@ -328,40 +254,6 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "admin": ADMIN_KEYS,
     "provision": PROVISION_KEYS,
 }
-
-
-def _secret(path: Path, section: str, values: dict[str, Any], key: str) -> dict[str, Any]:
-    """Resolve ``key`` / ``key_file`` (one, not both) into ``key``."""
-    file_key = f"{key}_file"
-    if values[key] and values[file_key]:
-        raise ConfigError(path, section, file_key, f"give {key} or {file_key}, not both")
-    if values[file_key] is not None:
-        text = values[file_key].read_text(encoding="utf-8")
-        values = {**values, key: text.rstrip("\r\n")}
-    return values
-
-
-def _directory(path: Path, values: dict[str, Any]) -> DirectorySettings:
-    if values["uri"] is None:
-        raise ConfigError(path, "directory", "uri", "is required")
-    ldif = values["uri"][0].startswith("ldif:")
-    if values["base"] is None:
-        raise ConfigError(path, "directory", "base", "is required")
-    if values["bind_password"] and values["bind_password_file"]:
-        raise ConfigError(
-            path,
-            "directory",
-            "bind_password_file",
-            "give bind_password or bind_password_file, not both",
-        )
-    if values["bind_password_file"] is not None:
-        text = values["bind_password_file"].read_text(encoding="utf-8")
-        values = {**values, "bind_password": text.rstrip("\r\n")}
-    if values["bind_dn"] and not values["bind_password"] and not ldif:
-        raise ConfigError(path, "directory", "bind_password", "is required when bind_dn is set")
-    if values["pool_size"] < 1:
-        raise ConfigError(path, "directory", "pool_size", "must be at least 1")
-    return DirectorySettings(**values)
 
 
 def load_config(path: str | Path) -> Settings:
@@ -378,12 +270,16 @@ def load_config(path: str | Path) -> Settings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(path, None, None, f"not valid TOML: {exc}") from None
     for name in doc:
-        if name not in SECTIONS:
-            known = ", ".join(SECTIONS)
+        if name not in SECTIONS and name != "backends":
+            known = ", ".join([*SECTIONS, "[[backends]]"])
             raise ConfigError(path, name, None, f"unknown section (known sections: {known})")
     if "directory" not in doc:
         raise ConfigError(path, "directory", None, "section is required")
-    tables = {name: read_table(path, name, doc.get(name), keys) for name, keys in SECTIONS.items()}
+    tables = {
+        name: read_table(path, name, doc.get(name), keys)
+        for name, keys in SECTIONS.items()
+        if name not in OWN_READERS
+    }
     tls = TlsSettings(**tables["tls"])
     if (tls.cert is None) != (tls.key is None):
         missing = "key" if tls.key is None else "cert"
@@ -397,11 +293,10 @@ def load_config(path: str | Path) -> Settings:
         raise ConfigError(path, "submission", "relay", "is required when submission listens")
     if submission.tls_listen and not tls.enabled:
         raise ConfigError(path, "submission", "tls_listen", "needs [tls] cert and key")
-    provision = _secret(path, "provision", tables["provision"], "bind_password")
-    provision = _secret(path, "provision", provision, "master_password")
+    provision = provision_settings(path, doc.get("provision"))
     return Settings(
         path=path,
-        directory=_directory(path, tables["directory"]),
+        directory=directory_settings(path, doc.get("directory")),
         proxy=ProxySettings(**tables["proxy"]),
         tls=tls,
         imap=protocols["imap"],
@@ -409,8 +304,9 @@ def load_config(path: str | Path) -> Settings:
         lookup=LookupSettings(**tables["lookup"]),
         lmtp=LmtpSettings(**tables["lmtp"]),
         submission=submission,
-        admin=AdminSettings(**_secret(path, "admin", tables["admin"], "token")),
-        provision=ProvisionSettings(**provision),
+        admin=AdminSettings(**resolve_secret(path, "admin", tables["admin"], "token")),
+        provision=provision,
+        backends=backends_settings(path, doc.get("backends"), provision),
     )
 
 
@@ -440,4 +336,17 @@ def effective_settings(settings: Settings) -> dict[str, dict[str, Any]]:
                 value = "********"
             table[field.name] = _show(value)
         out[name] = table
+    out["backends"] = [_backend_shown(b) for b in settings.backends.listed]  # type: ignore[assignment]
     return out
+
+
+def _backend_shown(backend: BackendSettings) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    for field in fields(backend):
+        value = getattr(backend, field.name)
+        key = BACKEND_KEYS.get(field.name)
+        if key is not None and key.secret and value:
+            value = "********"
+        if field.name != "listed":
+            shown[field.name] = value
+    return shown

@@ -69,6 +69,7 @@ class Server:
             metrics=Metrics(self.directory, tuple(d.name for d in dialects(settings))),
             workers=workers,
             worker=worker,
+            backends=settings.backends,
         )
         self.directory.on_lookup = self.env.metrics.lookup
         self.servers: list[asyncio.AbstractServer] = []

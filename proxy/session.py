@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from directory.service import Directory
+from directory.settings import Backends, BackendSettings
 from proxy.actions import (
     Action,
     Authenticate,
@@ -120,6 +121,7 @@ class CoreEnv:
     sessions: Sessions
     limits: Limits
     metrics: Metrics = field(default_factory=lambda: Metrics(process=False))
+    backends: Backends = field(default_factory=Backends.none)
     workers: int = 1  # processes sharing the listeners
     worker: int = 0  # this process's index among them
 
@@ -301,13 +303,13 @@ async def _authenticate_and_connect(
     if verdict.failure is not None:
         return verdict.failure
     assert route is not None
-    # The backend is asked for the directory's own uid, not whatever spelling the client
-    # typed (" Alice@Example.com", an address): that is the name its mailbox has.
-    creds = Credentials("", route.uid, creds.password)
     settings = dialect.settings
     target = BackendTarget(route.host, route.port or settings.backend_port)
     record.backend = f"{target.host}:{target.port}"
     try:
+        creds = backend_credentials(
+            settings.backend_auth, env.backends.get(route.host), route.uid, creds.password
+        )
         started = time.monotonic()
         backend = await connect_backend(target, settings)
         env.metrics.backend_connect(dialect.name, time.monotonic() - started)
@@ -326,6 +328,26 @@ async def _authenticate_and_connect(
         )
         return Failure.BACKEND_UNAVAILABLE
     return backend, info
+
+
+def backend_credentials(
+    mode: str, backend: BackendSettings, uid: str, password: str
+) -> Credentials:
+    """What the backend is sent at login, always naming the directory's own uid (not the
+    spelling the client typed, " Alice@Example.com"): that is the name its mailbox has.
+
+    ``"password"``: the user's own password, which the backend checks again.
+    ``"proxy"``: the host's proxy user vouches for the uid (PLAIN authzid), so the user's
+    password never reaches the backend and a login the auth cache allowed during an LDAP
+    outage is not refused by a backend that would ask LDAP itself.
+    """
+    if mode != "proxy":
+        return Credentials("", uid, password)
+    if not backend.proxy_user:
+        where = f"[[backends]] host = {backend.host!r}" if backend.listed else "[provision]"
+        key = "proxy_user" if backend.listed else "master_user"
+        raise BackendError(f'backend_auth = "proxy" needs {key} in {where}')
+    return Credentials(uid, backend.proxy_user, backend.proxy_password)
 
 
 def _reason(exc: BaseException) -> str:

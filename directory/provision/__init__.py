@@ -19,6 +19,17 @@ class ProvisionError(Exception):
 
     exit_code = EXIT_REFUSED
 
+    def amended(self, message: str) -> ProvisionError:
+        """The same failure, same class and exit status, told with more (what was undone).
+
+        Built without calling the subclass's constructor, whose arguments (a backend's
+        address and status for an IMAP refusal) differ from class to class.
+        """
+        new = type(self).__new__(type(self))
+        Exception.__init__(new, message)
+        new.__dict__.update(self.__dict__)
+        return new
+
 
 class NotFound(ProvisionError):
     """The domain, user or record named does not exist."""

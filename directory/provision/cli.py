@@ -23,13 +23,14 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.configschema import ConfigError
 from directory.provision import EXIT_OK, PartlyApplied, ProvisionError, UsageError
-from proxy.config import ConfigError, Settings, load_config
+from directory.settings import ToolConfig
 
 if TYPE_CHECKING:  # ldap3 is imported only when a command of ours runs
     from directory.provision.ldapwrite import LdapWriter
 
-Action = Callable[[argparse.Namespace, Settings, "LdapWriter"], int]
+Action = Callable[[argparse.Namespace, ToolConfig, "LdapWriter"], int]
 
 
 def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> None:
@@ -43,11 +44,15 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], lines: list[str]) -> N
 
 
 def _run(args: argparse.Namespace, action: Action) -> int:
-    """Load the config, open the LDAP connection, run ``action``, map errors to exit codes."""
+    """Load the config, open the LDAP connection, run ``action``, map errors to exit codes.
+
+    The config is loaded by ``args.load``, which the ``mailfarm`` command (the layer above,
+    which knows every section of the file) puts on the parsed arguments.
+    """
     from directory.provision.ldapwrite import LdapWriter
 
     try:
-        settings = load_config(args.config)
+        settings = args.load(args.config)
         with LdapWriter(settings) as writer:
             return action(args, settings, writer)
     except (ProvisionError, ConfigError) as exc:
@@ -88,7 +93,7 @@ def read_password(source: str | None, prompt: str = "New password: ") -> str:
 # -- domain ---------------------------------------------------------------------------------
 
 
-def domain_add(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def domain_add(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.domains import add_domain
 
     domain = add_domain(settings, writer, args.domain, args.mx, args.ns, args.a, date.today())
@@ -96,7 +101,7 @@ def domain_add(args: argparse.Namespace, settings: Settings, writer: LdapWriter)
     return EXIT_OK
 
 
-def domain_list(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def domain_list(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.domains import list_domains
 
     domains = list_domains(writer)
@@ -105,7 +110,7 @@ def domain_list(args: argparse.Namespace, settings: Settings, writer: LdapWriter
     return EXIT_OK
 
 
-def domain_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def domain_del(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.domains import delete_domain
 
     domain, users, warnings = delete_domain(settings, writer, args.domain, args.force)
@@ -117,7 +122,7 @@ def domain_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter)
 # -- user -----------------------------------------------------------------------------------
 
 
-def user_add(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def user_add(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.users import add_user
 
     password = read_password(args.password_file)
@@ -131,7 +136,7 @@ def _told(change: Any) -> str:
     return f"; flushed on {count} mailfarm instance{'s' * (count != 1)}" if count else ""
 
 
-def user_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def user_del(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.users import delete_user
 
     change = delete_user(settings, writer, args.login)
@@ -141,7 +146,7 @@ def user_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -
     return EXIT_OK
 
 
-def user_passwd(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def user_passwd(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.users import find_user, set_password
 
     find_user(settings, writer, args.login)  # "no such user" before asking for a password
@@ -151,7 +156,7 @@ def user_passwd(args: argparse.Namespace, settings: Settings, writer: LdapWriter
 
 
 def _set_disabled(
-    args: argparse.Namespace, settings: Settings, writer: LdapWriter, disabled: bool
+    args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter, disabled: bool
 ) -> int:
     from directory.provision.users import set_login_disabled
 
@@ -161,15 +166,15 @@ def _set_disabled(
     return EXIT_OK
 
 
-def user_disable(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def user_disable(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     return _set_disabled(args, settings, writer, True)
 
 
-def user_enable(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def user_enable(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     return _set_disabled(args, settings, writer, False)
 
 
-def user_list(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def user_list(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.users import list_users
 
     users = list_users(settings, writer, args.domain)
@@ -181,7 +186,7 @@ def user_list(args: argparse.Namespace, settings: Settings, writer: LdapWriter) 
     return EXIT_OK
 
 
-def user_show(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def user_show(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.users import find_user
 
     user = find_user(settings, writer, args.login)
@@ -190,7 +195,7 @@ def user_show(args: argparse.Namespace, settings: Settings, writer: LdapWriter) 
     return EXIT_OK
 
 
-def user_move(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def user_move(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.move import move_user
 
     def progress(done: int, total: int) -> None:
@@ -224,7 +229,7 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def dns_export(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def dns_export(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.dns import check_domain, render_zone
     from directory.provision.dnsstore import read_zone
 
@@ -250,7 +255,7 @@ def dns_export(args: argparse.Namespace, settings: Settings, writer: LdapWriter)
     return EXIT_OK
 
 
-def dns_set(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def dns_set(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.dns import check_domain
     from directory.provision.dnsstore import set_record
 
@@ -259,7 +264,7 @@ def dns_set(args: argparse.Namespace, settings: Settings, writer: LdapWriter) ->
     return _dns_report(args, change, "set" if change.changed else "unchanged")
 
 
-def dns_del(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def dns_del(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.dns import check_domain
     from directory.provision.dnsstore import delete_record
 
@@ -288,7 +293,7 @@ def _dns_report(args: argparse.Namespace, change: Any, what: str) -> int:
 # -- import ---------------------------------------------------------------------------------
 
 
-def import_csv(args: argparse.Namespace, settings: Settings, writer: LdapWriter) -> int:
+def import_csv(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.csvimport import RowResult, import_users
 
     try:

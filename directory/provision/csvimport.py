@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from directory.provision import ProvisionError, Refused
 from directory.provision.ldapwrite import LdapWriter
 from directory.provision.users import add_user, check_address, host_counts, user_exists
-from proxy.config import Settings
+from directory.settings import ToolConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +71,7 @@ def read_rows(text: str) -> Iterator[Row | RowResult]:
 
 
 def import_users(
-    settings: Settings,
+    settings: ToolConfig,
     writer: LdapWriter,
     text: str,
     on_result: Callable[[RowResult], None] | None = None,
@@ -92,7 +92,7 @@ def import_users(
 
 
 def _import_row(
-    settings: Settings, writer: LdapWriter, row: Row, counts: dict[str, int], seen: set[str]
+    settings: ToolConfig, writer: LdapWriter, row: Row, counts: dict[str, int], seen: set[str]
 ) -> RowResult:
     try:
         local, domain = check_address(row.address)

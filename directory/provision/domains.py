@@ -26,7 +26,7 @@ from directory.provision.dns import (
 from directory.provision.dnsstore import domain_dn, name_dn
 from directory.provision.ldapwrite import LdapWriter
 from directory.provision.users import User, announce, list_users, remove_user
-from proxy.config import Settings
+from directory.settings import ToolConfig
 
 DOMAIN_CLASSES = ("dNSDomain", "domainRelatedObject")
 
@@ -62,7 +62,7 @@ def dns_attributes(
 
 
 def add_domain(
-    settings: Settings,
+    settings: ToolConfig,
     writer: LdapWriter,
     name: str,
     mx: Sequence[str],
@@ -127,7 +127,7 @@ def list_domains(writer: LdapWriter) -> list[Domain]:
 
 
 def delete_domain(
-    settings: Settings, writer: LdapWriter, name: str, force: bool
+    settings: ToolConfig, writer: LdapWriter, name: str, force: bool
 ) -> tuple[Domain, list[User], tuple[str, ...]]:
     """Remove the domain branch; with ``force`` its users (mailboxes first) before it.
     Returns the domain, its users and warnings.

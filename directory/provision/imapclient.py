@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
+from common.imapformat import login_command, parse_capability, tagged_status
 from directory.provision import Unavailable
 from directory.provision.imapdata import join_pieces
-from proxy.imap.format import login_command, parse_capability, tagged_status
 
 MAX_LINE = 1 << 20
 

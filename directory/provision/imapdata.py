@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from common.imapformat import quote
 from directory.provision import Unavailable
-from proxy.imap.format import quote
 
 
 class Atom(bytes):
@@ -166,7 +166,7 @@ def folder_checksum(digests: Iterable[str]) -> str:
 
 
 def astring(value: bytes, literal_plus: bool) -> list[bytes]:
-    """An argument as pieces: quoted when possible, else a literal (see proxy.imap.format)."""
+    """An argument as pieces: quoted when possible, else a literal (see common.imapformat)."""
     quoted = quote(value)
     if quoted is not None:
         return [quoted]

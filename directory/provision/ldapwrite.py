@@ -21,8 +21,9 @@ from ldap3 import BASE, LEVEL, NONE, SIMPLE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import parse_dn
 
+from common.configschema import ConfigError
 from directory.provision import NotFound, Refused, Unavailable
-from proxy.config import ConfigError, Settings
+from directory.settings import ToolConfig
 
 NO_SUCH_OBJECT = 32
 NO_SUCH_ATTRIBUTE = 16
@@ -66,7 +67,7 @@ class LdapResultError(Refused):
 class LdapWriter:
     """One bound connection for a CLI command; use as a context manager."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: ToolConfig) -> None:
         directory, provision = settings.directory, settings.provision
         if directory.uri[0].startswith("ldif:"):
             raise ConfigError(

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from common.configschema import ConfigError
 from directory.provision import Unavailable
 from directory.provision.imapclient import ImapClient, ImapError
 from directory.provision.imapdata import (
@@ -26,7 +27,7 @@ from directory.provision.imapdata import (
     uid_set,
     word,
 )
-from proxy.config import ConfigError, Settings
+from directory.settings import ToolConfig
 
 INBOX = b"INBOX"
 BATCH_MESSAGES = 500
@@ -36,7 +37,7 @@ _EXISTS = re.compile(rb"\* (\d+) EXISTS", re.IGNORECASE)
 _CODE_NUMBER = re.compile(rb"\* OK \[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.IGNORECASE)
 
 
-def admin_login(settings: Settings, host: str, uid: str) -> ImapClient:
+def admin_login(settings: ToolConfig, host: str, uid: str) -> ImapClient:
     """An IMAP session on ``host`` as ``uid``, authenticated as the master user."""
     p = settings.provision
     if not p.master_user or not p.master_password:

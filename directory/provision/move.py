@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.configschema import ConfigError
 from directory.model import means_disabled
 from directory.provision import ProvisionError, Refused, Unavailable
 from directory.provision.adminapi import call as admin_call
@@ -53,7 +54,7 @@ from directory.provision.mailstore import (
     wipe,
 )
 from directory.provision.users import DISABLED_VALUE, User, find_user
-from proxy.config import ConfigError, Settings
+from directory.settings import ToolConfig
 
 #: Called after each copied batch with (messages copied so far, messages in total).
 Progress = Callable[[int, int], None]
@@ -87,7 +88,7 @@ class MoveReport:
 
 class _Mover:
     def __init__(
-        self, settings: Settings, writer: LdapWriter, user: User, target: str, progress: Progress
+        self, settings: ToolConfig, writer: LdapWriter, user: User, target: str, progress: Progress
     ) -> None:
         self.settings = settings
         self.writer = writer
@@ -211,7 +212,7 @@ class _Mover:
             message += ", nothing lost, logins allowed"
         if notes:
             message += "; " + "; ".join(notes)
-        return type(cause)(message)
+        return cause.amended(message)
 
     def run(self, force: bool) -> MoveReport:
         started = time.monotonic()
@@ -270,7 +271,7 @@ def _unexpected(exc: BaseException) -> ProvisionError:
 
 
 def move_user(
-    settings: Settings,
+    settings: ToolConfig,
     writer: LdapWriter,
     login: str,
     target: str,

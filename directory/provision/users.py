@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 from ldap3.utils.dn import escape_rdn
 
+from common.configschema import ConfigError
 from directory.model import means_disabled, route_from_entry
 from directory.names import escape_filter_value
 from directory.passwords import hash_password
@@ -30,7 +31,7 @@ from directory.provision.dns import check_domain
 from directory.provision.dnsstore import domain_dn
 from directory.provision.ldapwrite import DELETE, REPLACE, Entry, LdapWriter
 from directory.provision.mailstore import admin_login, ensure_inbox, wipe
-from proxy.config import ConfigError, Settings
+from directory.settings import ToolConfig
 
 USER_CLASSES = ("inetOrgPerson", "inetLocalMailRecipient")
 USER_FILTER = "(&(objectClass=inetLocalMailRecipient)(|(uid={0})(mail={0})))"
@@ -81,7 +82,7 @@ class User:
         }
 
 
-def _user(entry: Entry, settings: Settings) -> User:
+def _user(entry: Entry, settings: ToolConfig) -> User:
     d = settings.directory
     route = route_from_entry(entry.dn, entry.attrs, d.host_attribute, "", d.disabled_attribute)
     return User(
@@ -93,12 +94,12 @@ def _user(entry: Entry, settings: Settings) -> User:
     )
 
 
-def _attributes(settings: Settings) -> tuple[str, ...]:
+def _attributes(settings: ToolConfig) -> tuple[str, ...]:
     d = settings.directory
     return tuple(a for a in ("uid", "mail", d.host_attribute, d.disabled_attribute) if a)
 
 
-def find_user(settings: Settings, writer: LdapWriter, login: str) -> User:
+def find_user(settings: ToolConfig, writer: LdapWriter, login: str) -> User:
     """The one user a uid or address names; NotFound, or Refused if it is ambiguous."""
     value = escape_filter_value(login.strip().lower())
     found = list(
@@ -111,7 +112,7 @@ def find_user(settings: Settings, writer: LdapWriter, login: str) -> User:
     return _user(found[0], settings)
 
 
-def user_exists(settings: Settings, writer: LdapWriter, *logins: str) -> User | None:
+def user_exists(settings: ToolConfig, writer: LdapWriter, *logins: str) -> User | None:
     for login in logins:
         try:
             return find_user(settings, writer, login)
@@ -120,7 +121,7 @@ def user_exists(settings: Settings, writer: LdapWriter, *logins: str) -> User | 
     return None
 
 
-def host_counts(settings: Settings, writer: LdapWriter, hosts: Sequence[str]) -> dict[str, int]:
+def host_counts(settings: ToolConfig, writer: LdapWriter, hosts: Sequence[str]) -> dict[str, int]:
     attr = settings.directory.host_attribute
     return {
         host: writer.count(
@@ -131,7 +132,7 @@ def host_counts(settings: Settings, writer: LdapWriter, hosts: Sequence[str]) ->
     }
 
 
-def list_users(settings: Settings, writer: LdapWriter, domain: str | None = None) -> list[User]:
+def list_users(settings: ToolConfig, writer: LdapWriter, domain: str | None = None) -> list[User]:
     if domain is not None:
         domain = check_domain(domain)
         base = f"ou=users,{domain_dn(writer, domain)}"
@@ -153,12 +154,12 @@ def _remove_entry_after(writer: LdapWriter, dn: str, cause: ProvisionError) -> P
     try:
         writer.delete(dn)
     except ProvisionError as exc:
-        return type(cause)(f"{cause}; removing the new entry failed too: {exc}")
-    return type(cause)(f"{cause}; the entry was removed again")
+        return cause.amended(f"{cause}; removing the new entry failed too: {exc}")
+    return cause.amended(f"{cause}; the entry was removed again")
 
 
 def add_user(
-    settings: Settings,
+    settings: ToolConfig,
     writer: LdapWriter,
     address: str,
     password: str,
@@ -241,7 +242,7 @@ def _notified_dict(notified: Notified, warnings: Sequence[str] = ()) -> dict[str
 
 
 def announce(
-    settings: Settings,
+    settings: ToolConfig,
     uids: Sequence[str],
     *,
     kick: bool,
@@ -262,7 +263,7 @@ def announce(
             f"they cache of {shown} until their cache TTLs pass",
         )
     actions = ("flush", "kick") if kick else ("flush",)
-    notified = tell_every_instance(urls, settings.admin.token, uids, actions)
+    notified = tell_every_instance(urls, settings.admin_token, uids, actions)
     if notified.missed:
         problems = "; ".join(problem for _, problem in notified.missed)
         what = "flush and kick" if kick else "flush"
@@ -278,14 +279,14 @@ def announce(
 
 
 def _apply(
-    settings: Settings, user: User, *, kick: bool, done: str, extra: Mapping[str, object]
+    settings: ToolConfig, user: User, *, kick: bool, done: str, extra: Mapping[str, object]
 ) -> Change:
     data = {**user.as_dict(), **extra}
     notified, warnings = announce(settings, [user.uid], kick=kick, done=done, data=data)
     return Change(user, notified, extra, warnings)
 
 
-def remove_user(settings: Settings, writer: LdapWriter, user: User) -> int:
+def remove_user(settings: ToolConfig, writer: LdapWriter, user: User) -> int:
     """Empty the mailbox, then remove the entry; the messages removed. No proxy is told
     (see :func:`delete_user`; a domain deletion tells them once, for all its users).
 
@@ -298,7 +299,7 @@ def remove_user(settings: Settings, writer: LdapWriter, user: User) -> int:
     return removed
 
 
-def delete_user(settings: Settings, writer: LdapWriter, login: str) -> Change:
+def delete_user(settings: ToolConfig, writer: LdapWriter, login: str) -> Change:
     """Remove mailbox and entry; then no proxy lets the user in, or keeps a session."""
     user = find_user(settings, writer, login)
     removed = remove_user(settings, writer, user)
@@ -311,7 +312,7 @@ def delete_user(settings: Settings, writer: LdapWriter, login: str) -> Change:
     )
 
 
-def set_password(settings: Settings, writer: LdapWriter, login: str, password: str) -> Change:
+def set_password(settings: ToolConfig, writer: LdapWriter, login: str, password: str) -> Change:
     """Open sessions are kept (as a backend keeps them); new logins need the new password."""
     user = find_user(settings, writer, login)
     try:
@@ -323,7 +324,7 @@ def set_password(settings: Settings, writer: LdapWriter, login: str, password: s
 
 
 def set_login_disabled(
-    settings: Settings, writer: LdapWriter, login: str, disabled: bool
+    settings: ToolConfig, writer: LdapWriter, login: str, disabled: bool
 ) -> Change:
     """Refuse (or allow again) the user's logins through ``[directory] disabled_attribute``.
 

@@ -1,7 +1,8 @@
-"""Logging in to an IMAP backend as the user, with the credentials the client gave.
+"""Logging in to an IMAP backend as the user: with the password the client gave (LOGIN), or
+vouched for by a proxy user (AUTHENTICATE PLAIN with an authorization identity).
 
 The password always travels as a quoted string or a literal built by
-:func:`proxy.imap.format.login_command`, so no client byte can become a backend command.
+:func:`common.imapformat.login_command`, so no client byte can become a backend command.
 Our own commands are written together where the protocol allows (ID and LOGIN in one
 write), saving a round trip per login.
 """
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import functools
 
+from common.imapformat import capability_code, login_command, parse_capability, quote, tagged_status
 from proxy.actions import BackendInfo
 from proxy.backend import BackendError, BackendTarget, start_backend_tls
 from proxy.config import ProtocolSettings
-from proxy.imap.format import capability_code, login_command, parse_capability, quote, tagged_status
-from proxy.sasl import Credentials
+from proxy.sasl import Credentials, SaslError, encode_plain
 from proxy.session import ClientInfo
 from proxy.stream import Conn
 
@@ -59,6 +60,24 @@ def _id_command(tag: bytes, client: ClientInfo) -> bytes:
     return tag + b" ID (" + b" ".join(parts) + b")\r\n"
 
 
+def _authenticate_plain(tag: bytes, creds: Credentials, caps: tuple[str, ...]) -> list[bytes]:
+    """``AUTHENTICATE PLAIN`` pieces for a login that names an authorization identity (a
+    proxy or master user vouching for ``creds.authzid``), which LOGIN cannot carry.
+
+    With SASL-IR (RFC 4959) the response rides on the command, saving a round trip;
+    otherwise it follows the server's ``+`` continuation.
+    """
+    if not _has(caps, "AUTH=PLAIN"):
+        raise BackendError("backend does not offer AUTH=PLAIN, which backend_auth = proxy needs")
+    try:
+        token = encode_plain(creds.authcid, creds.password, creds.authzid)
+    except SaslError as exc:
+        raise BackendError(f"cannot send these credentials with PLAIN: {exc}") from None
+    if _has(caps, "SASL-IR"):
+        return [tag + b" AUTHENTICATE PLAIN " + token + b"\r\n"]
+    return [tag + b" AUTHENTICATE PLAIN\r\n", token + b"\r\n"]
+
+
 async def imap_backend_login(
     conn: Conn,
     creds: Credentials,
@@ -80,18 +99,21 @@ async def imap_backend_login(
         caps = ()
     user = creds.authcid.encode("utf-8")
     password = creds.password.encode("utf-8")
-    if not caps and (quote(user) is None or quote(password) is None):
+    if not caps and (creds.authzid or quote(user) is None or quote(password) is None):
         conn.write(b"M1 CAPABILITY\r\n")
         _, _, caps = await _until_tagged(conn, b"M1")
     first = _id_command(b"M2", client) if settings.forward_client_ip else b""
-    pieces = login_command(b"M3", user, password, literal_plus=_has(caps, "LITERAL+"))
+    if creds.authzid:
+        pieces = _authenticate_plain(b"M3", creds, caps)
+    else:
+        pieces = login_command(b"M3", user, password, literal_plus=_has(caps, "LITERAL+"))
     conn.write(first + pieces[0])
     if first:
         await _until_tagged(conn, b"M2")  # an ID refusal is not fatal: the login decides
     for piece in pieces[1:]:
         line = await conn.readline(MAX_LINE)
         if not line.startswith(b"+"):
-            raise BackendError(f"backend refused literal: {line.strip()[:200]!r}")
+            raise BackendError(f"backend sent no continuation: {line.strip()[:200]!r}")
         conn.write(piece)
     status, line, seen = await _until_tagged(conn, b"M3")
     if status != "OK":

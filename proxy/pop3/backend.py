@@ -1,4 +1,5 @@
-"""Logging in to a POP3 backend as the user, with the credentials the client gave.
+"""Logging in to a POP3 backend as the user, with the password the client gave or vouched
+for by a proxy user (the PLAIN authorization identity, ``backend_auth = "proxy"``).
 
 AUTH PLAIN (RFC 5034) carries the credentials base64-encoded, so no byte of a password,
 not even CR or LF, can end the command early and become a second backend command; that is
@@ -90,8 +91,10 @@ async def pop3_backend_login(
         await start_backend_tls(conn, target, settings)  # POP3 sends no second greeting
     first = _xclient(client, greeting, target) if settings.forward_client_ip else b""
     try:
-        token: bytes | None = encode_plain(creds.authcid, creds.password)
-    except SaslError:
+        token: bytes | None = encode_plain(creds.authcid, creds.password, creds.authzid)
+    except SaslError as exc:
+        if creds.authzid:  # only PLAIN carries an authorization identity
+            raise BackendError(f"cannot send these credentials with PLAIN: {exc}") from None
         token = None
     later: bytes | None = None  # the PLAIN response, when it must wait for "+ "
     if token is None:

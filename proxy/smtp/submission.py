@@ -22,10 +22,10 @@ from typing import Any
 
 from aiosmtpd.smtp import Envelope, syntax
 
+from common.configschema import parse_listen
 from directory.model import Route
 from proxy.actions import Failure
 from proxy.config import Settings, SubmissionSettings
-from proxy.configschema import parse_listen
 from proxy.listener import TlsFirst
 from proxy.logincheck import check_login
 from proxy.sasl import (

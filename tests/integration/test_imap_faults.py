@@ -7,7 +7,7 @@ import imaplib
 import pytest
 
 from bench.farm import Farm
-from proxy.imap.format import quote
+from common.imapformat import quote
 from tests.integration.imapwire import Wire
 
 

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from common.imapformat import astring_parts
 from proxy import proxyproto
 from proxy.actions import (
     Authenticate,
@@ -27,7 +28,6 @@ from proxy.actions import (
     StartTls,
 )
 from proxy.imap.dialogue import ImapDialogue
-from proxy.imap.format import astring_parts
 from proxy.imap.parser import Command as ImapCommand
 from proxy.imap.parser import CommandReader, ContinuationNeeded, LiteralTooLong, Malformed, RawLine
 from proxy.imap.parser import TooLong as ImapTooLong
@@ -88,7 +88,7 @@ astrings = st.binary(max_size=40)
 def test_imap_login_round_trip(
     tag: str, user: bytes, password: bytes, plus: bool, points: list[int]
 ) -> None:
-    """What proxy.imap.format writes (to a backend) proxy.imap.parser reads back exactly."""
+    """What common.imapformat writes (to a backend) proxy.imap.parser reads back exactly."""
     parts = [tag.encode() + b" LOGIN "]
     for i, value in enumerate((user, password)):
         pieces = astring_parts(value, plus)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.imap.format import (
+from common.imapformat import (
     astring_parts,
     capability_code,
     login_command,

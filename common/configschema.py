@@ -144,3 +144,20 @@ def positive(value: float) -> float:
 def port_number(value: int) -> int:
     _expect(0 < value < 65536, f"port {value} out of range")
     return value
+
+
+def resolve_secret(
+    file: str | Path, section: str, values: dict[str, Any], key: str
+) -> dict[str, Any]:
+    """Resolve ``key`` / ``key_file`` (one, not both) into ``key``, read from the file with
+    its trailing newline dropped: secrets belong in files, not in a config others read."""
+    file_key = f"{key}_file"
+    if values[key] and values[file_key]:
+        raise ConfigError(file, section, file_key, f"give {key} or {file_key}, not both")
+    if values[file_key] is not None:
+        try:
+            text = values[file_key].read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(file, section, file_key, f"cannot read: {exc.strerror}") from None
+        values = {**values, key: text.rstrip("\r\n")}
+    return values

@@ -1,0 +1,270 @@
+"""The ``proxy.toml`` sections the directory layer owns: ``[directory]``, ``[provision]`` and
+the ``[[backends]]`` table, declared as data and read with :mod:`common.configschema`.
+
+They live here, not with the front end's sections in :mod:`proxy.config`, so that the LDAP
+client, the caches and the admin tool depend on nothing above them. ``proxy.config`` reads
+the whole file and builds one :class:`proxy.config.Settings`; code in this layer asks only
+for what :class:`ToolConfig` names, which that object (or a test's own) provides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from common.configschema import (
+    ConfigError,
+    Key,
+    one_of,
+    port_number,
+    positive,
+    read_table,
+    resolve_secret,
+)
+
+DEFAULT_USER_FILTER = "(&(objectClass=inetLocalMailRecipient)(|(uid=%s)(mail=%s)))"
+DEFAULT_DOMAIN_FILTER = "(&(objectClass=domainRelatedObject)(associatedDomain=%s))"
+BACKEND_KINDS = ("dovecot", "cyrus")
+
+
+def _check_uris(uris: tuple[str, ...]) -> tuple[str, ...]:
+    if not uris:
+        raise ValueError("at least one URI is needed")
+    for uri in uris:
+        if uri.startswith("ldif:"):
+            if len(uris) != 1:
+                raise ValueError("ldif: cannot be combined with other URIs")
+            path = Path(uri[5:])
+            if not path.is_file():
+                raise ValueError(f"{uri}: no such file")
+        elif not uri.startswith(("ldap://", "ldaps://", "ldapi://")):
+            raise ValueError(f"{uri!r}: must start with ldap://, ldaps://, ldapi:// or ldif:")
+    return uris
+
+
+def _check_filter(value: str) -> str:
+    if "%s" not in value:
+        raise ValueError("must contain %s where the login goes")
+    if not (value.startswith("(") and value.endswith(")")):
+        raise ValueError("must be an LDAP filter in parentheses")
+    return value
+
+
+DIRECTORY_KEYS = {
+    "uri": Key("strlist", None, _check_uris),
+    "base": Key("str", None),
+    "bind_dn": Key("str", ""),
+    "bind_password": Key("secret", "", secret=True),
+    "bind_password_file": Key("path", None),
+    "user_filter": Key("str", DEFAULT_USER_FILTER, _check_filter),
+    "domain_filter": Key("str", DEFAULT_DOMAIN_FILTER, _check_filter),
+    "host_attribute": Key("str", "mailHost"),
+    "port_attribute": Key("str", ""),
+    "disabled_attribute": Key("str", ""),
+    "quota_attribute": Key("str", ""),
+    "cache_ttl": Key("float", 300.0),
+    "negative_ttl": Key("float", 30.0),
+    "stale_ttl": Key("float", 3600.0),
+    "cache_size": Key("int", 100_000),
+    "timeout": Key("float", 5.0, positive),
+    "pool_size": Key("int", 4),
+    "driver": Key("str", "native", one_of("native", "ldap3")),
+    "down_backoff": Key("float", 5.0, positive),
+}
+
+PROVISION_KEYS = {
+    "bind_dn": Key("str", ""),
+    "bind_password": Key("secret", "", secret=True),
+    "bind_password_file": Key("path", None),
+    "hosts": Key("strlist", ()),
+    "backend_imap_port": Key("int", 143, port_number),
+    "master_user": Key("str", ""),
+    "master_password": Key("secret", "", secret=True),
+    "master_password_file": Key("path", None),
+    "master_separator": Key("str", "*"),
+    "default_ns": Key("strlist", ()),
+    "default_mx": Key("strlist", ()),
+    "password_scheme": Key("str", "{SSHA512}"),
+    "admin_urls": Key("strlist", ()),
+}
+
+
+def _check_host(value: str) -> str:
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"must be a mailHost value (a host name or address), not {value!r}")
+    return value
+
+
+BACKEND_KEYS = {
+    "host": Key("str", None, _check_host),
+    "kind": Key("str", "dovecot", one_of(*BACKEND_KINDS)),
+    "proxy_user": Key("str", ""),
+    "proxy_password": Key("secret", "", secret=True),
+    "proxy_password_file": Key("path", None),
+    "admin_user": Key("str", ""),
+    "admin_password": Key("secret", "", secret=True),
+    "admin_password_file": Key("path", None),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorySettings:
+    uri: tuple[str, ...]
+    base: str
+    bind_dn: str
+    bind_password: str
+    bind_password_file: Path | None
+    user_filter: str
+    domain_filter: str
+    host_attribute: str
+    port_attribute: str
+    disabled_attribute: str
+    quota_attribute: str
+    cache_ttl: float
+    negative_ttl: float
+    stale_ttl: float
+    cache_size: int
+    timeout: float
+    pool_size: int
+    driver: str
+    down_backoff: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionSettings:
+    bind_dn: str
+    bind_password: str
+    bind_password_file: Path | None
+    hosts: tuple[str, ...]
+    backend_imap_port: int
+    master_user: str
+    master_password: str
+    master_password_file: Path | None
+    master_separator: str
+    default_ns: tuple[str, ...]
+    default_mx: tuple[str, ...]
+    password_scheme: str
+    admin_urls: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSettings:
+    """One backend host (a ``mailHost`` value): what kind of server it is, and the two
+    identities mailfarm uses there besides the users' own."""
+
+    host: str
+    kind: str
+    proxy_user: str  # vouches for users at login (Cyrus proxyservers, Dovecot master user)
+    proxy_password: str
+    admin_user: str  # creates, empties and deletes mailboxes (Cyrus admins, Dovecot master)
+    admin_password: str
+    listed: bool = True  # False: not in [[backends]], built from [provision]'s defaults
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    """The ``[[backends]]`` table, with the defaults for hosts it does not list."""
+
+    listed: tuple[BackendSettings, ...]
+    default: BackendSettings
+
+    @classmethod
+    def none(cls) -> Backends:
+        """No table and no default credentials: every host a Dovecot reached by password."""
+        return cls((), BackendSettings("*", "dovecot", "", "", "", "", listed=False))
+
+    def get(self, host: str) -> BackendSettings:
+        """The settings of ``host`` (compared case-insensitively, as DNS names are)."""
+        key = host.lower()
+        for backend in self.listed:
+            if backend.host.lower() == key:
+                return backend
+        return BackendSettings(
+            host,
+            self.default.kind,
+            self.default.proxy_user,
+            self.default.proxy_password,
+            self.default.admin_user,
+            self.default.admin_password,
+            listed=False,
+        )
+
+    def of_kind(self, kind: str) -> tuple[str, ...]:
+        """The listed hosts of one kind (an unlisted host is always the default kind)."""
+        return tuple(b.host for b in self.listed if b.kind == kind)
+
+
+class ToolConfig(Protocol):
+    """What the directory layer and the admin tool read of a whole configuration."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def directory(self) -> DirectorySettings: ...
+    @property
+    def provision(self) -> ProvisionSettings: ...
+    @property
+    def backends(self) -> Backends: ...
+    @property
+    def admin_token(self) -> str: ...
+
+
+def directory_settings(path: Path, table: Any) -> DirectorySettings:
+    values = read_table(path, "directory", table, DIRECTORY_KEYS)
+    if values["uri"] is None:
+        raise ConfigError(path, "directory", "uri", "is required")
+    ldif = values["uri"][0].startswith("ldif:")
+    if values["base"] is None:
+        raise ConfigError(path, "directory", "base", "is required")
+    values = resolve_secret(path, "directory", values, "bind_password")
+    if values["bind_dn"] and not values["bind_password"] and not ldif:
+        raise ConfigError(path, "directory", "bind_password", "is required when bind_dn is set")
+    if values["pool_size"] < 1:
+        raise ConfigError(path, "directory", "pool_size", "must be at least 1")
+    return DirectorySettings(**values)
+
+
+def provision_settings(path: Path, table: Any) -> ProvisionSettings:
+    values = read_table(path, "provision", table, PROVISION_KEYS)
+    values = resolve_secret(path, "provision", values, "bind_password")
+    values = resolve_secret(path, "provision", values, "master_password")
+    return ProvisionSettings(**values)
+
+
+def backends_settings(path: Path, tables: Any, provision: ProvisionSettings) -> Backends:
+    """``[[backends]]`` → :class:`Backends`; a host listed twice is an error (which entry
+    would win is exactly what an operator must not have to guess)."""
+    if tables is None:
+        tables = []
+    if not isinstance(tables, list):
+        raise ConfigError(path, "backends", None, "must be an array of tables: [[backends]]")
+    listed: list[BackendSettings] = []
+    seen: set[str] = set()
+    for i, table in enumerate(tables):
+        section = f"backends[{i}]"
+        values = read_table(path, section, table, BACKEND_KEYS)
+        if values["host"] is None:
+            raise ConfigError(path, section, "host", "is required (the mailHost value)")
+        if values["host"].lower() in seen:
+            raise ConfigError(path, section, "host", f"{values['host']} is listed twice")
+        seen.add(values["host"].lower())
+        values = resolve_secret(path, section, values, "proxy_password")
+        values = resolve_secret(path, section, values, "admin_password")
+        for who in ("proxy", "admin"):
+            if values[f"{who}_user"] and not values[f"{who}_password"]:
+                raise ConfigError(
+                    path, section, f"{who}_password", f"is required when {who}_user is set"
+                )
+        del values["proxy_password_file"], values["admin_password_file"]
+        listed.append(BackendSettings(**values))
+    default = BackendSettings(
+        host="*",
+        kind="dovecot",
+        proxy_user=provision.master_user,
+        proxy_password=provision.master_password,
+        admin_user=provision.master_user,
+        admin_password=provision.master_password,
+        listed=False,
+    )
+    return Backends(tuple(listed), default)

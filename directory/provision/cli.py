@@ -142,6 +142,9 @@ def user_del(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter)
     change = delete_user(settings, writer, args.login)
     user, removed = change.user, change.extra["messages_removed"]
     line = f"{user.mail} deleted ({removed} messages removed from {user.host}){_told(change)}"
+    if "backend_kept_copy" in change.extra:
+        kept = change.extra["backend_kept_copy"]
+        line += f"; {user.host} keeps a copy as {kept} until it expires it (delete_mode)"
     _emit(args, change.as_dict(), [line])
     return EXIT_OK
 
@@ -316,6 +319,54 @@ def import_csv(args: argparse.Namespace, settings: ToolConfig, writer: LdapWrite
     return max(failed) if failed else EXIT_OK
 
 
+_WOULD = {"created": "would be created", "updated": "would be updated"}
+
+
+def import_ispman(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
+    from directory.provision.ispman import ItemResult
+    from directory.provision.ispman import import_ispman as run_import
+
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{args.file}: {getattr(exc, 'strerror', None) or exc}") from None
+
+    def show(result: ItemResult) -> None:
+        if args.json:
+            return
+        status = _WOULD.get(result.status, result.status) if args.dry_run else result.status
+        line = f"{result.kind} {result.name}: {status}"
+        if result.kind == "user" and result.status == "created":
+            line += f" as {result.uid} on {result.host}"
+        if result.error:
+            line += f": {result.error}"
+        stream = sys.stderr if result.status == "failed" else sys.stdout
+        print(line, file=stream)
+        for detail in result.details:
+            print(f"  {detail}", file=stream)
+        for note in result.notes:
+            print(f"  note: {note}", file=stream)
+
+    today = date.today()
+    report = run_import(
+        settings, writer, text, dry_run=args.dry_run, today=today, on_result=show, source=args.file
+    )
+    summary = ", ".join(f"{n} {s}" for s, n in report.totals().items())
+    summary += f" ({report.ignored} entries of the file are not domains, users or DNS data)"
+    if args.dry_run:
+        summary += "; dry run: nothing was written"
+    _emit(args, report.as_dict(), [summary])
+    return report.exit_code()
+
+
+def import_file(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
+    if args.ispman:
+        return import_ispman(args, settings, writer)
+    if args.dry_run:
+        raise UsageError("--dry-run is for --ispman imports")
+    return import_csv(args, settings, writer)
+
+
 # -- argparse -------------------------------------------------------------------------------
 
 
@@ -418,8 +469,26 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p = _leaf(
         subparsers,
         "import",
-        "create users from CSV: address,password[,host]",
-        import_csv,
+        "create users from CSV (address,password[,host]), or bring in an ISPMan directory",
+        import_file,
         add_config,
     )
-    p.add_argument("file", metavar="FILE.csv")
+    p.description = (
+        "Create users from FILE.csv (address,password[,host]), or with --ispman bring in an "
+        "ISPMan LDIF export: domains, their DNS data and users, keeping ISPMan's uids, "
+        "password hashes and mailHosts. An ISPMan import creates no mailbox: the backends "
+        "already hold them, under the same uid. Safe to run again: what exists is reported, "
+        "not duplicated."
+    )
+    p.add_argument("file", metavar="FILE", help="FILE.csv, or with --ispman FILE.ldif")
+    p.add_argument(
+        "--ispman",
+        action="store_true",
+        help="FILE is an ISPMan LDIF export (ispmanDomain=..., o=ispman); mailboxes are not "
+        "created (they exist on the backends under the same uid)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --ispman: report what would change, and write nothing",
+    )

@@ -11,6 +11,7 @@ every NO/BAD an :class:`ImapError` (also "unavailable": the step could not be do
 
 from __future__ import annotations
 
+import base64
 import itertools
 import socket
 from collections.abc import Sequence
@@ -160,9 +161,24 @@ class ImapClient:
         """LOGIN (quoted or as literals, never one byte of the password in a log)."""
         tag = self._tag()
         pieces = login_command(tag, user.encode(), password.encode(), self.literal_plus)
-        response = self._exchange(tag, pieces)
+        self._logged_in(self._exchange(tag, pieces), f"LOGIN as {user}")
+
+    def authenticate_plain(self, authzid: str, authcid: str, password: str) -> None:
+        """``AUTHENTICATE PLAIN`` as ``authcid`` acting for ``authzid`` (RFC 4616): how an
+        admin or proxy user opens another user's mailbox where LOGIN has no form for it."""
+        fields = [v.encode("utf-8") for v in (authzid, authcid, password)]
+        if any(b"\x00" in f for f in fields) or not all(fields[1:]):
+            raise ImapError(self.address, "AUTHENTICATE", "BAD", b"credentials PLAIN cannot carry")
+        token = base64.b64encode(b"\x00".join(fields))
+        tag = self._tag()
+        chunks = [tag + b" AUTHENTICATE PLAIN\r\n", token + b"\r\n"]
+        if "SASL-IR" in self.capabilities:
+            chunks = [tag + b" AUTHENTICATE PLAIN " + token + b"\r\n"]
+        self._logged_in(self._exchange(tag, chunks), f"AUTHENTICATE as {authcid} for {authzid}")
+
+    def _logged_in(self, response: Response, what: str) -> None:
         if response.status != "OK":
-            raise ImapError(self.address, f"LOGIN as {user}", response.status, response.text)
+            raise ImapError(self.address, what, response.status, response.text)
         if response.code() == b"CAPABILITY":
             self.capabilities = set(parse_capability(response.text))
         else:

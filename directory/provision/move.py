@@ -38,14 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.configschema import ConfigError
+from directory.mailstores import mailstore_for
 from directory.model import means_disabled
 from directory.provision import ProvisionError, Refused, Unavailable
 from directory.provision.adminapi import call as admin_call
-from directory.provision.imapclient import ImapClient
-from directory.provision.ldapwrite import DELETE, REPLACE, LdapWriter
-from directory.provision.mailstore import (
+from directory.provision.folders import (
     FolderCopy,
-    admin_login,
     copy_folder,
     create_folder,
     digests,
@@ -53,6 +51,8 @@ from directory.provision.mailstore import (
     summary,
     wipe,
 )
+from directory.provision.imapclient import ImapClient
+from directory.provision.ldapwrite import DELETE, REPLACE, LdapWriter
 from directory.provision.users import DISABLED_VALUE, User, find_user
 from directory.settings import ToolConfig
 
@@ -70,6 +70,7 @@ class MoveReport:
     caught_up: int = 0
     seconds: float = 0.0
     old_copy_deleted: bool = False
+    old_copy_kept_as: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -82,6 +83,7 @@ class MoveReport:
             "folders": self.folders,
             "seconds": round(self.seconds, 3),
             "old_copy_deleted": self.old_copy_deleted,
+            "old_copy_kept_as": self.old_copy_kept_as,
             "warnings": self.warnings,
         }
 
@@ -101,13 +103,15 @@ class _Mover:
         self.disabled = False
         self.copies: dict[bytes, FolderCopy] = {}
         self.target_touched = False  # from the first CREATE/APPEND there, even if it failed
+        self.source_store = mailstore_for(settings, user.host)
+        self.target_store = mailstore_for(settings, target)
 
     # -- admin endpoints ------------------------------------------------------------------
 
     def _proxies(self, action: str, strict: bool) -> None:
         s = self.settings
         self.report.warnings += admin_call(
-            s.provision.admin_urls, s.admin.token, action, self.user.uid, strict
+            s.provision.admin_urls, s.admin_token, action, self.user.uid, strict
         )
 
     # -- LDAP -----------------------------------------------------------------------------
@@ -216,10 +220,11 @@ class _Mover:
 
     def run(self, force: bool) -> MoveReport:
         started = time.monotonic()
-        source = admin_login(self.settings, self.user.host, self.user.uid)
+        source = self.source_store.open_user(self.user.uid)
         target: ImapClient | None = None
         try:
-            target = admin_login(self.settings, self.target, self.user.uid)
+            self.target_store.create(self.user.uid)  # Cyrus: user.<uid> must exist first
+            target = self.target_store.open_user(self.user.uid)
             leftover = {k: v for k, v in summary(target).items() if v or k != "INBOX"}
             if leftover:
                 if not force:
@@ -257,9 +262,16 @@ class _Mover:
                 f"the old copy on {self.user.host} is kept"
             )
             return
+        source.logout()  # its mailbox is about to go
         try:
-            wipe(source)
-            self.report.old_copy_deleted = True
+            removal = self.source_store.delete(self.user.uid)
+            self.report.old_copy_deleted = removal.kept_as is None
+            if removal.kept_as is not None:
+                self.report.old_copy_kept_as = removal.kept_as
+                self.report.warnings.append(
+                    f"{self.user.host} keeps the old mailbox as {removal.kept_as} until it "
+                    "expires it (Cyrus delete_mode: delayed)"
+                )
         except ProvisionError as exc:
             self.report.warnings.append(f"deleting the old copy on {self.user.host}: {exc}")
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from ldap3.utils.dn import escape_rdn
 
 from common.configschema import ConfigError
+from directory.mailstores import Removal, mailstore_for
 from directory.model import means_disabled, route_from_entry
 from directory.names import escape_filter_value
 from directory.passwords import hash_password
@@ -30,7 +31,6 @@ from directory.provision.adminapi import Notified, tell_every_instance
 from directory.provision.dns import check_domain
 from directory.provision.dnsstore import domain_dn
 from directory.provision.ldapwrite import DELETE, REPLACE, Entry, LdapWriter
-from directory.provision.mailstore import admin_login, ensure_inbox, wipe
 from directory.settings import ToolConfig
 
 USER_CLASSES = ("inetOrgPerson", "inetLocalMailRecipient")
@@ -205,8 +205,7 @@ def add_user(
         },
     )
     try:
-        with admin_login(settings, host, uid) as client:
-            ensure_inbox(client)
+        mailstore_for(settings, host).create(uid)
     except ProvisionError as exc:
         raise _remove_entry_after(writer, dn, exc) from None
     except BaseException:
@@ -286,30 +285,27 @@ def _apply(
     return Change(user, notified, extra, warnings)
 
 
-def remove_user(settings: ToolConfig, writer: LdapWriter, user: User) -> int:
-    """Empty the mailbox, then remove the entry; the messages removed. No proxy is told
+def remove_user(settings: ToolConfig, writer: LdapWriter, user: User) -> Removal:
+    """Remove the mailbox, then the entry; what the backend removed. No proxy is told
     (see :func:`delete_user`; a domain deletion tells them once, for all its users).
 
     In this order because the backend finds the user through the entry: with the entry gone
     first, the mailbox could no longer be reached to be removed.
     """
-    with admin_login(settings, user.host, user.uid) as client:
-        removed = wipe(client)
+    removal = mailstore_for(settings, user.host).delete(user.uid)
     writer.delete(user.dn)
-    return removed
+    return removal
 
 
 def delete_user(settings: ToolConfig, writer: LdapWriter, login: str) -> Change:
     """Remove mailbox and entry; then no proxy lets the user in, or keeps a session."""
     user = find_user(settings, writer, login)
-    removed = remove_user(settings, writer, user)
-    return _apply(
-        settings,
-        user,
-        kick=True,
-        done=f"{user.mail} deleted",
-        extra={"messages_removed": removed},
-    )
+    removal = remove_user(settings, writer, user)
+    extra: dict[str, object] = {"messages_removed": removal.messages}
+    if removal.kept_as is not None:
+        # Cyrus delete_mode: delayed. The user is gone, but the messages are not yet.
+        extra["backend_kept_copy"] = removal.kept_as
+    return _apply(settings, user, kick=True, done=f"{user.mail} deleted", extra=extra)
 
 
 def set_password(settings: ToolConfig, writer: LdapWriter, login: str, password: str) -> Change:

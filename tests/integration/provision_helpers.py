@@ -23,8 +23,9 @@ import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm
 from bench.proxyproc import render_toml
+from directory.mailstores import mailstore_for
+from directory.provision.folders import append, create_folder
 from directory.provision.imapdata import Message
-from directory.provision.mailstore import admin_login, append, create_folder
 from proxy.config import Settings, load_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,7 +178,7 @@ def fill_mailbox(
 ) -> float:
     """APPEND straight to the backend (MULTIAPPEND + LITERAL+); returns the seconds taken."""
     started = time.monotonic()
-    with admin_login(settings, host, uid) as client:
+    with mailstore_for(settings, host).open_user(uid) as client:
         for name, messages in folders.items():
             create_folder(client, name.encode(), subscribe=True)
             for i in range(0, len(messages), 250):

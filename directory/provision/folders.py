@@ -1,11 +1,12 @@
-"""A user's mailbox on a backend, reached as the admin (Dovecot master user ``uid*master``).
+"""The folders and messages of one user's mailbox, over an IMAP session that sees it as
+the user does (opened by the host's mailstore driver, :mod:`directory.mailstores`).
 
-The backends' own user database is the same LDAP tree, so these logins work only while
-the user's entry exists: create the entry before the mailbox, remove the mailbox before
-the entry. Tags, literals and continuations are :mod:`.imapclient`'s business, not this one's.
+Dovecot backends find users in the same LDAP tree, so those sessions work only while the
+user's entry exists: create the entry before the mailbox, remove the mailbox before the
+entry. Tags, literals and continuations are :mod:`.imapclient`'s business, not this one's.
 
 Folder names are kept as the opaque bytes the server sends (modified UTF-7 with the
-server's separator); both sides of a move are the same Dovecot, so names copy verbatim.
+server's separator) and copy verbatim between backends of one kind.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from common.configschema import ConfigError
 from directory.provision import Unavailable
 from directory.provision.imapclient import ImapClient, ImapError
 from directory.provision.imapdata import (
@@ -27,7 +27,6 @@ from directory.provision.imapdata import (
     uid_set,
     word,
 )
-from directory.settings import ToolConfig
 
 INBOX = b"INBOX"
 BATCH_MESSAGES = 500
@@ -35,21 +34,6 @@ BATCH_BYTES = 16 << 20
 TIMEOUT = 60.0
 _EXISTS = re.compile(rb"\* (\d+) EXISTS", re.IGNORECASE)
 _CODE_NUMBER = re.compile(rb"\* OK \[(UIDVALIDITY|UIDNEXT) (\d+)\]", re.IGNORECASE)
-
-
-def admin_login(settings: ToolConfig, host: str, uid: str) -> ImapClient:
-    """An IMAP session on ``host`` as ``uid``, authenticated as the master user."""
-    p = settings.provision
-    if not p.master_user or not p.master_password:
-        key = "master_user" if not p.master_user else "master_password"
-        raise ConfigError(settings.path, "provision", key, "is required for mailbox operations")
-    client = ImapClient(host, p.backend_imap_port, TIMEOUT)
-    try:
-        client.login(f"{uid}{p.master_separator}{p.master_user}", p.master_password)
-    except BaseException:
-        client.close()
-        raise
-    return client
 
 
 @dataclass(frozen=True, slots=True)

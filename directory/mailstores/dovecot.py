@@ -1,0 +1,45 @@
+"""Dovecot backends: users found in LDAP by Dovecot itself, reached by a master user.
+
+The master user logs in as ``uid<separator>master`` (``[provision] master_separator``,
+Dovecot's ``auth_master_user_separator``) and then sees exactly what the user sees. A
+mailbox needs no creating: Dovecot makes the store at its first SELECT, and removing one
+means emptying it (the home directory stays, as a fresh login would make it anyway).
+Quota comes from the userdb (e.g. ``user_attrs = ..., =quota_rule=*:storage=%{ldap:mailQuota}k``),
+so ``create`` leaves it to Dovecot. Its LMTP takes the address, as its userdb finds either.
+"""
+
+from __future__ import annotations
+
+from directory.mailstores import Mailstore, Removal
+from directory.provision.folders import ensure_inbox, wipe
+from directory.provision.imapclient import ImapClient
+
+
+class Dovecot(Mailstore):
+    kind = "dovecot"
+
+    def open_user(self, uid: str) -> ImapClient:
+        user, password = self.admin_credentials()
+        client = self.client()
+        try:
+            client.login(f"{uid}{self.provision.master_separator}{user}", password)
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def create(self, uid: str, quota_kb: int | None = None) -> None:
+        with self.open_user(uid) as client:
+            ensure_inbox(client)
+
+    def delete(self, uid: str) -> Removal:
+        with self.open_user(uid) as client:
+            return Removal(wipe(client))
+
+    @staticmethod
+    def lmtp_recipient(uid: str, address: str) -> str:
+        return address
+
+    @staticmethod
+    def postfix_alias(uid: str, address: str) -> str | None:
+        return None

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.configschema import ConfigError
+from directory.model import Route
 from directory.provision.imapclient import ImapClient
-from directory.settings import BackendSettings, ProvisionSettings, ToolConfig
+from directory.settings import Backends, BackendSettings, ProvisionSettings, ToolConfig
 
 #: Seconds an admin IMAP command may take (a MULTIAPPEND of a batch included).
 TIMEOUT = 60.0
@@ -99,3 +100,16 @@ def mailstore_for(settings: ToolConfig, host: str) -> Mailstore:
     ``[provision]`` master user for hosts not listed there)."""
     backend = settings.backends.get(host)
     return kind_class(backend.kind)(backend, settings.provision, settings.path)
+
+
+def postfix_alias(backends: Backends, route: Route) -> str | None:
+    """The address Postfix must deliver ``route``'s mail to, when its backend's kind
+    files mail by another name than the user's address (Cyrus: ``uid@domain``)."""
+    return kind_class(backends.get(route.host).kind).postfix_alias(route.uid, route.mail or "")
+
+
+def aliasing_hosts(backends: Backends) -> tuple[str, ...]:
+    """The listed hosts whose kind needs recipients renamed (see :func:`postfix_alias`)."""
+    return tuple(
+        b.host for b in backends.listed if kind_class(b.kind).postfix_alias("u", "u@d") is not None
+    )

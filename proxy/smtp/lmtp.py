@@ -4,10 +4,11 @@ Postfix delivers with ``virtual_transport = lmtp:inet:<mailfarm>:<port>`` and ne
 know where mailboxes live. Each recipient is checked at RCPT against the same route
 cache as logins (unknown: ``550 5.1.1``; directory down: ``451 4.3.0``, so Postfix keeps
 the mail). After DATA the recipients are grouped by backend, each group delivered over
-that backend's LMTP concurrently, and Postfix gets one reply per recipient, in RCPT
-order, carrying what the backend itself answered. Nothing is acknowledged that a backend
-did not accept: a backend that is down or fails mid-way yields 4xx for its recipients
-only, and Postfix retries just those.
+that backend's LMTP concurrently, each recipient in the form its kind of backend files
+(:mod:`directory.mailstores`: Dovecot the address, Cyrus the uid), and Postfix gets one
+reply per recipient, in RCPT order, carrying what the backend itself answered. Nothing is
+acknowledged that a backend did not accept: a backend that is down or fails mid-way
+yields 4xx for its recipients only, and Postfix retries just those.
 
 Only ``[lmtp] allowed_networks`` (by default this host, loopback) may deliver: anyone who
 can speak LMTP here can put mail into any mailbox, bypassing Postfix's checks. Others get
@@ -23,6 +24,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import Envelope, Session
 
+from directory.mailstores import kind_class
 from directory.model import DirectoryUnavailable, Route
 from proxy.config import Network, Settings
 from proxy.session import CoreEnv, SessionRecord
@@ -69,7 +71,9 @@ class LmtpHandler:
             return "452 4.5.3 Too many recipients"
         delimiter = self.settings.lookup.recipient_delimiter
         try:
-            route = await route_for_recipient(self.env.directory, address, delimiter)
+            route = await route_for_recipient(
+                self.env.directory, address, delimiter, self.settings.backends
+            )
         except DirectoryUnavailable:
             server.counts["rcpt-deferred"] += 1
             return f"451 4.3.0 <{address}>: directory unavailable, try again later"
@@ -113,9 +117,13 @@ class LmtpHandler:
         sender = reverse_path(envelope.mail_from)
         jobs = []
         for host, indexes in groups.items():
+            # Each kind of backend names a mailbox its own way (Cyrus: only by uid).
+            form = kind_class(self.settings.backends.get(host).kind).lmtp_recipient
             outgoing = Outgoing(
                 sender=sender,
-                recipients=tuple(envelope.rcpt_tos[i] for i in indexes),
+                recipients=tuple(
+                    form(envelope.routes[i].uid, envelope.rcpt_tos[i]) for i in indexes
+                ),
                 content=content,
                 body_8bit=body_8bit,
                 smtputf8=smtputf8,

@@ -35,8 +35,10 @@ from collections import deque
 from typing import Protocol
 
 from directory.domains import DomainCheck
+from directory.mailstores import aliasing_hosts, postfix_alias
 from directory.model import DirectoryUnavailable, Route
 from directory.service import Directory
+from directory.settings import Backends
 from proxy.config import LookupSettings, Network, Settings
 from proxy.listener import is_trusted, transport_address
 from proxy.session import CoreEnv
@@ -64,8 +66,13 @@ class MapService:
     """Answers map questions for every connection of one process."""
 
     def __init__(
-        self, settings: LookupSettings, directory: Directory, domains: DomainCheck
+        self,
+        settings: LookupSettings,
+        directory: Directory,
+        domains: DomainCheck,
+        backends: Backends | None = None,
     ) -> None:
+        self.backends = backends or Backends.none()
         self.settings = settings
         self.directory = directory
         self.domains = domains
@@ -86,22 +93,42 @@ class MapService:
             route = await self.route(key)
         except DirectoryUnavailable:
             return Answer(Status.TEMP, "directory unavailable")
-        return route_answer(name, route, self.settings.transport)
+        alias = postfix_alias(self.backends, route) if route is not None else None
+        if alias is not None and alias.lower() in address_candidates(key, ""):
+            alias = None  # the key is that name already: delivered as it is
+        return route_answer(name, route, self.settings.transport, alias)
 
     async def route(self, key: str) -> Route | None:
-        return await route_for_recipient(self.directory, key, self.settings.recipient_delimiter)
+        return await route_for_recipient(
+            self.directory, key, self.settings.recipient_delimiter, self.backends
+        )
 
 
-async def route_for_recipient(directory: Directory, key: str, delimiters: str) -> Route | None:
+async def route_for_recipient(
+    directory: Directory, key: str, delimiters: str, backends: Backends | None = None
+) -> Route | None:
     """Route of a recipient address: as given, then without its ``+extension``.
 
     Shared by the maps and the LMTP proxy so that Postfix's recipient check and the final
     delivery can never disagree about who an address belongs to.
+
+    With ``backends`` listing a kind that files mail under another name (Cyrus's
+    ``uid@domain``, which the aliases map hands Postfix), that name is a recipient too:
+    its local part is looked up as a uid, and taken only if the entry found has exactly
+    that alias, so the directory, not the spelling, decides.
     """
-    for address in address_candidates(key, delimiters):
+    candidates = address_candidates(key, delimiters)
+    for address in candidates:
         found = await directory.lookup(address)
         if found.route is not None:
             return found.route
+    if backends is None or not aliasing_hosts(backends):
+        return None
+    for address in candidates:
+        found = await directory.lookup(address.rpartition("@")[0])
+        route = found.route
+        if route is not None and (postfix_alias(backends, route) or "").lower() == address:
+            return route
     return None
 
 
@@ -308,7 +335,7 @@ async def start(settings: Settings, env: CoreEnv) -> list[asyncio.AbstractServer
     s = settings.lookup
     if not (s.listen or s.tcp_listen):
         return []
-    service = MapService(s, env.directory, DomainCheck(env.directory))
+    service = MapService(s, env.directory, DomainCheck(env.directory), env.backends)
     idle = env.proxy.idle_timeout
     allowed = s.allowed_networks
     loop = asyncio.get_running_loop()

@@ -114,8 +114,14 @@ def render_transport(template: str, host: str) -> str:
     return template.replace("{host}", host)
 
 
-def route_answer(map_name: str, route: Route | None, template: str) -> Answer:
-    """The answer of a per-user map for a directory route (``None``: no such user)."""
+def route_answer(
+    map_name: str, route: Route | None, template: str, alias: str | None = None
+) -> Answer:
+    """The answer of a per-user map for a directory route (``None``: no such user).
+
+    ``alias`` is the name the user's backend files mail under when that is not the address
+    (:func:`directory.mailstores.postfix_alias`): the aliases map hands it to Postfix.
+    """
     if route is None:
         return NOT_FOUND
     if map_name == "mailboxes":
@@ -128,6 +134,8 @@ def route_answer(map_name: str, route: Route | None, template: str) -> Answer:
     if map_name == "aliases":
         if route.routing_address:
             return Answer(Status.FOUND, route.routing_address)
+        if alias:
+            return Answer(Status.FOUND, alias)
         return NOT_FOUND
     raise ValueError(f"{map_name!r} is not a per-user map")
 

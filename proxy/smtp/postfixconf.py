@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from directory.domains import DOMAIN_FILTER
+from directory.mailstores import aliasing_hosts
 from proxy.config import ConfigError, Settings
 
 DEFAULT_DIR = Path("/etc/postfix/mailfarm")
+#: Second aliases table: ``address -> uid@domain`` for users on Cyrus-like backends.
+UID_ALIASES = "uid-aliases"
 
 # main.cf parameter → (map, file name), in the order they are printed
 PARAMETERS = (
@@ -84,8 +87,35 @@ def _common(settings: Settings) -> list[str]:
     return lines
 
 
+def _on_hosts(attribute: str, hosts: tuple[str, ...]) -> str:
+    inner = "".join(f"({attribute}={_ldap_value(h)})" for h in hosts)
+    return inner if len(hosts) == 1 else f"(|{inner})"
+
+
+def _ldap_value(text: str) -> str:
+    """An assertion value (RFC 4515 escapes), with ``%`` doubled for ldap_table."""
+    for ch, esc in (("\\", "\\5c"), ("*", "\\2a"), ("(", "\\28"), (")", "\\29")):
+        text = text.replace(ch, esc)
+    return _literal_percent(text)
+
+
+def recipient_filter(settings: Settings) -> str:
+    """The user filter for keys that name a mailbox: the address, and on backends whose
+    kind files mail by uid (:func:`directory.mailstores.postfix_alias`) also
+    ``uid@domain``, the name the aliases map hands Postfix for them; the entry must then
+    be of that domain and on such a host, as the socketmap's check is."""
+    plain = user_filter(settings)
+    hosts = aliasing_hosts(settings.backends)
+    if not hosts:
+        return plain
+    by_uid = user_filter(settings).replace("%s", "%u")
+    on = _on_hosts(settings.directory.host_attribute, hosts)
+    return f"(|{plain}(&{by_uid[2:-1]}(mail=*@%d){on}))"
+
+
 def tables(settings: Settings) -> dict[str, str]:
-    """The four ldap_table files, keyed by map name."""
+    """The ldap_table files, keyed by map name (``uid-aliases`` only when a backend kind
+    files mail by uid)."""
     common = _common(settings)
     d = settings.directory
     specific = {
@@ -93,17 +123,25 @@ def tables(settings: Settings) -> dict[str, str]:
             f"query_filter = {DOMAIN_FILTER}",
             "result_attribute = associatedDomain",
         ],
-        "mailboxes": [f"query_filter = {user_filter(settings)}", "result_attribute = uid"],
+        "mailboxes": [f"query_filter = {recipient_filter(settings)}", "result_attribute = uid"],
         "aliases": [
             f"query_filter = {user_filter(settings, 'mailRoutingAddress')}",
             "result_attribute = mailRoutingAddress",
         ],
         "transport": [
-            f"query_filter = {user_filter(settings)}",
+            f"query_filter = {recipient_filter(settings)}",
             f"result_attribute = {d.host_attribute}",
             f"result_format = {transport_format(settings.lookup.transport)}",
         ],
     }
+    hosts = aliasing_hosts(settings.backends)
+    if hosts:
+        on = _on_hosts(d.host_attribute, hosts)
+        specific[UID_ALIASES] = [
+            f"query_filter = (&{user_filter(settings)[2:-1]}{on})",
+            "result_attribute = uid",
+            "result_format = %s@%D",
+        ]
     out = {}
     for name, lines in specific.items():
         header = [
@@ -118,8 +156,12 @@ def tables(settings: Settings) -> dict[str, str]:
 def main_cf(settings: Settings, directory: Path) -> str:
     lines = [
         f"# mailfarm: recipients and routing straight from LDAP ({settings.path})",
-        *(f"{param} = proxy:ldap:{directory / table_file(name)}" for param, name in PARAMETERS),
     ]
+    extra = {"aliases": UID_ALIASES} if aliasing_hosts(settings.backends) else {}
+    for param, name in PARAMETERS:
+        names = [name, extra[name]] if name in extra else [name]
+        files = ", ".join(f"proxy:ldap:{directory / table_file(n)}" for n in names)
+        lines.append(f"{param} = {files}")
     delimiter = settings.lookup.recipient_delimiter
     if delimiter:
         lines.append(f"recipient_delimiter = {delimiter}")

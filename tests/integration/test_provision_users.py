@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.farm import Farm
-from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port, render_toml
 from directory.provision.ldapwrite import LdapWriter
 from tests.integration import provision_helpers as helpers
 from tests.integration.provision_helpers import (
@@ -22,6 +22,7 @@ from tests.integration.provision_helpers import (
     Admin,
     add_user,
     backend_login,
+    provision_sections,
 )
 
 admin = helpers.admin  # fixture
@@ -128,6 +129,27 @@ def test_backend_down_during_add_leaves_no_entry(farm: Farm, admin: Admin, domai
     assert gone.code == 1 and gone.json["ok"] is False
     # ...and nothing half-made blocks a retry once the backend is back.
     assert add_user(admin, address, "pw", "--host", HOSTS[0])["mailHost"] == HOSTS[0]
+
+
+def test_backend_refusing_the_admin_during_add_leaves_no_entry(
+    farm: Farm, admin: Admin, domain: str, tmp_path: Path
+) -> None:
+    """A backend that answers but refuses (here: a wrong master password) is an IMAP NO, not
+    a dropped connection. Undoing the entry after it used to crash with a TypeError, as
+    the refusal was rebuilt with one argument."""
+    config = tmp_path / "refused.toml"
+    sections = provision_sections(farm, provision={"master_password": "not-the-master-pw"})
+    config.write_text(render_toml(sections))
+    refusing = Admin(farm, config, admin.pycache)
+    address = f"refused@{domain}"
+    result = refusing.run(
+        "user", "add", address, "--host", HOSTS[0], "--json", "--password-file", "-", stdin="pw\n"
+    )
+    assert result.code == 3, result
+    assert "LOGIN as" in result.json["error"] and "NO" in result.json["error"]
+    assert "the entry was removed again" in result.json["error"]
+    assert "Traceback" not in result.stderr
+    assert admin.run("user", "show", address).code == 1
 
 
 def test_passwd_and_del(farm: Farm, admin: Admin, domain: str, proxy, tmp_path) -> None:  # type: ignore[no-untyped-def]

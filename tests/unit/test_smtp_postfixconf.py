@@ -82,3 +82,28 @@ def test_ldif_directory_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"\[directory\] uri"):
         generate(load_config(config))
+
+
+def test_cyrus_hosts_get_uid_aliases_and_uid_recipients(tmp_path: Path) -> None:
+    s = settings(tmp_path, extra='[[backends]]\nhost = "127.0.0.4"\nkind = "cyrus"\n')
+    out = generate(s, Path("/etc/postfix/mailfarm"))
+    aliases = out.tables["ldap-uid-aliases.cf"]
+    assert "result_attribute = uid\n" in aliases and "result_format = %s@%D\n" in aliases
+    assert "(mailHost=127.0.0.4)" in aliases
+    mailboxes = out.tables["ldap-mailboxes.cf"]
+    assert "(uid=%u)" in mailboxes and "(mail=*@%d)(mailHost=127.0.0.4)" in mailboxes
+    assert (
+        "virtual_alias_maps = proxy:ldap:/etc/postfix/mailfarm/ldap-aliases.cf, "
+        "proxy:ldap:/etc/postfix/mailfarm/ldap-uid-aliases.cf"
+    ) in out.main_cf
+
+
+def test_dovecot_only_farms_keep_four_tables(tmp_path: Path) -> None:
+    out = generate(settings(tmp_path), Path("/etc/postfix/mailfarm"))
+    assert sorted(out.tables) == [
+        "ldap-aliases.cf",
+        "ldap-domains.cf",
+        "ldap-mailboxes.cf",
+        "ldap-transport.cf",
+    ]
+    assert "%u" not in out.tables["ldap-mailboxes.cf"]

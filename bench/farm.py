@@ -1,14 +1,19 @@
-"""A real, local mail farm for tests, the demo and the load tester: slapd + two Dovecots.
+"""A real, local mail farm for tests, the demo and the load tester: slapd, two Dovecots, a Cyrus.
 
-Everything runs on loopback from one temporary directory: OpenLDAP on 127.0.0.1 and two
-Dovecot backends, ``mail1`` on 127.0.0.2 and ``mail2`` on 127.0.0.3, with the same port numbers
-on both so a user's ``mailHost`` alone says where to connect. No mocks: the proxy under test
-talks to the same daemons, with the same quirks, as in production.
+Everything runs on loopback from one temporary directory: OpenLDAP on 127.0.0.1, two Dovecot
+backends, ``mail1`` on 127.0.0.2 and ``mail2`` on 127.0.0.3, and a Cyrus IMAP 3.6 backend
+``mail3`` on 127.0.0.4, with the same port numbers on all three so a user's ``mailHost`` alone
+says where to connect. No mocks: the proxy under test talks to the same daemons, with the same
+quirks, as in production; Cyrus is there because it differs (it knows users by uid only, and
+takes a front end's proxy login as SASL PLAIN authzid, see :mod:`bench.farm_cyrus`).
 
 Privileges: the farm must be started as root. slapd binds its sockets then runs as
 ``openldap``; the Dovecot masters stay root and run logins as ``dovenull``, internal services
-as ``dovecot`` and mail access as ``mail`` (see :mod:`bench.farm_dovecot`). Nothing under
-/etc or /var is touched, and no system service is started.
+as ``dovecot`` and mail access as ``mail`` (see :mod:`bench.farm_dovecot`); the Cyrus master
+and saslauthd start as root, each in a private mount namespace for its /dev/log, and Cyrus's
+services run as ``cyrus``. Nothing under /etc or /var is touched, and no system service is
+started. Cyrus runs from the Debian packages that ``.ci/fetch-cyrus`` unpacks (never
+installs: they conflict with Dovecot's).
 
 Set ``MAILFARM_KEEP=1`` to keep the working directory (configs, logs, mail) after ``stop()``.
 """
@@ -17,23 +22,29 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import itertools
 import os
 import re
 import shutil
 import signal
 import smtplib
+import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
+from bench.farm_cyrus import CyrusBackend, check_cyrus_root
 from bench.farm_dovecot import DovecotBackend, DovecotPorts, LdapSettings
-from bench.farm_ldap import Slapd, binary, ssha, tree_entries
+from bench.farm_ldap import Slapd, binary, ldif_entry, ssha, tree_entries
 from bench.farm_proc import StartError, free_ports, stop_processes
 from bench.pki import Pki, make_pki
 
 BASE_DN = "dc=mailfarm,dc=test"
-BACKEND_HOSTS = {"mail1": "127.0.0.2", "mail2": "127.0.0.3"}
+BACKEND_HOSTS = {"mail1": "127.0.0.2", "mail2": "127.0.0.3", "mail3": "127.0.0.4"}
+#: Which server each backend runs; ``Backend.kind`` carries it to tests and tools.
+BACKEND_KINDS = {"mail1": "dovecot", "mail2": "dovecot", "mail3": "cyrus"}
 QUOTE_PASSWORD = 'p"a\\ss w0rd'
 _BULK_LOGIN = re.compile(r"u(?P<i>\d+)[@_]d\d[._]test")
 _START_ATTEMPTS = 3  # a port can be taken between choosing it and the daemon binding it
@@ -49,7 +60,7 @@ class FarmUser:
     address: str
     uid: str
     password: str
-    backend: str  # "mail1" / "mail2"
+    backend: str  # "mail1" / "mail2" (Dovecot) / "mail3" (Cyrus)
 
     @property
     def domain(self) -> str:
@@ -69,6 +80,7 @@ class Backend:
     pop3_port: int
     pop3s_port: int
     lmtp_port: int
+    kind: str = "dovecot"  # or "cyrus"; last, with a default, so positional use still works
 
 
 def _user(address: str, password: str, backend: str) -> FarmUser:
@@ -84,6 +96,8 @@ def default_users() -> list[FarmUser]:
         _user("dave@example.com", "dave-pw", "mail2"),
         _user("jo_anne@under_score.org", "jo-anne-pw", "mail1"),
         _user("quote@example.com", QUOTE_PASSWORD, "mail2"),
+        _user("erin@example.co.uk", "erin-pw", "mail3"),
+        _user("frank@example.com", "frank-pw", "mail3"),
     ]
 
 
@@ -103,6 +117,16 @@ class Farm:
     master_user = "admin"
     master_password = "farm-master-pw"
     master_separator = "*"
+    # Service logins in LDAP (ou=services, not mail users: no inetLocalMailRecipient). Cyrus
+    # checks them through saslauthd like any login: ``cyrus`` is its admin (creates the mail3
+    # mailboxes), ``mfproxy`` the front end's proxy identity, which logs in for a user with
+    # SASL PLAIN authzid on Cyrus (proxyservers) and on Dovecot (a second master user).
+    cyrus_admin_user = "cyrus"
+    cyrus_admin_password = "farm-cyrus-pw"
+    cyrus_admin_dn = f"uid=cyrus,ou=services,{BASE_DN}"
+    proxy_user = "mfproxy"
+    proxy_password = "farm-mfproxy-pw"
+    proxy_dn = f"uid=mfproxy,ou=services,{BASE_DN}"
     pki: Pki  # set by start()
 
     def __init__(self, workdir: Path | None = None, bulk_users: int = 0) -> None:
@@ -116,19 +140,20 @@ class Farm:
         self.ldap_uri = ""
         self.ldapi_uri = ""
         self._slapd: Slapd | None = None
-        self._dovecots: dict[str, DovecotBackend] = {}
+        self._servers: dict[str, DovecotBackend | CyrusBackend] = {}
         self._started = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> Farm:
-        """Start slapd and both backends; return only when all of them answer."""
+        """Start slapd and all three backends; return only when all of them answer."""
         if self._started:
             return self
         if os.geteuid() != 0:
             raise PermissionError("the farm must start as root (daemons drop privileges)")
         for name in ("slapd", "slapadd", "ldapmodify", "dovecot", "openssl"):
             binary(name)
+        check_cyrus_root()  # names .ci/fetch-cyrus when Cyrus was never unpacked
         if self._own_workdir:
             self.workdir = Path(tempfile.mkdtemp(prefix="mailfarm-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -142,6 +167,7 @@ class Farm:
                     "mailfarm.test",
                     "mail1.mailfarm.test",
                     "mail2.mailfarm.test",
+                    "mail3.mailfarm.test",
                     "ldap.mailfarm.test",
                 ],
             )
@@ -162,39 +188,89 @@ class Farm:
                     raise
 
     def _start_daemons(self) -> None:
-        ldap_port, *ports = free_ports(6)
+        ldap_port, *ports = free_ports(6, hosts=("127.0.0.1", *BACKEND_HOSTS.values()))
         ldap_dir = self.workdir / "ldap"
         shutil.rmtree(ldap_dir, ignore_errors=True)
         ldap_dir.mkdir()
         slapd = Slapd(ldap_dir, ldap_port, BASE_DN, self.admin_dn, self.admin_password)
         slapd.load(
-            tree_entries(
-                BASE_DN,
-                self.service_dn,
-                self.service_password,
-                ((user, BACKEND_HOSTS[user.backend]) for user in self._all_users()),
+            itertools.chain(
+                tree_entries(
+                    BASE_DN,
+                    self.service_dn,
+                    self.service_password,
+                    ((user, BACKEND_HOSTS[user.backend]) for user in self._all_users()),
+                ),
+                self._service_logins(),  # ou=services came first in tree_entries
             )
         )
         self._slapd = slapd
         self.ldap_uri, self.ldapi_uri = slapd.uri, slapd.ldapi_uri
-        slapd.spawn()  # the three daemons boot in parallel; then wait for each
+        slapd.spawn()  # every daemon boots in parallel; then wait for each
         dports = DovecotPorts(*ports)
         settings = LdapSettings(slapd.uri, BASE_DN, self.service_dn, self.service_password)
         for name, host in BACKEND_HOSTS.items():
-            dovecot = DovecotBackend(name, host, self.workdir / name, dports, self.pki)
-            dovecot.configure(settings, self.master_user, self.master_password)
-            self._dovecots[name] = dovecot
-            self.backends[name] = Backend(name, host, *ports)
-            dovecot.spawn()
+            kind = BACKEND_KINDS[name]
+            server: DovecotBackend | CyrusBackend
+            if kind == "cyrus":
+                server = CyrusBackend(name, host, self.workdir / name, dports, self.pki)
+                server.configure(
+                    settings,
+                    self.cyrus_admin_user,
+                    self.proxy_user,
+                    [
+                        (self.cyrus_admin_user, self.cyrus_admin_password),
+                        (self.proxy_user, self.proxy_password),
+                    ],
+                )
+            else:
+                server = DovecotBackend(name, host, self.workdir / name, dports, self.pki)
+                server.configure(
+                    settings,
+                    self.master_user,
+                    self.master_password,
+                    [(self.proxy_user, self.proxy_password)],
+                )
+            self._servers[name] = server
+            self.backends[name] = Backend(name, host, *ports, kind=kind)
+        # Cyrus takes longest to come up (a database recovery, then its services): first.
+        for server in sorted(self._servers.values(), key=lambda s: isinstance(s, DovecotBackend)):
+            server.spawn()
         slapd.wait()
-        for dovecot in self._dovecots.values():
-            dovecot.wait()
+        for server in self._servers.values():
+            server.wait()
+        self._create_cyrus_mailboxes()
+
+    def _service_logins(self) -> Iterator[str]:
+        for dn, uid, password, what in (
+            (self.cyrus_admin_dn, self.cyrus_admin_user, self.cyrus_admin_password, "Cyrus admin"),
+            (self.proxy_dn, self.proxy_user, self.proxy_password, "front end's proxy login"),
+        ):
+            yield ldif_entry(
+                dn,
+                {
+                    "objectClass": ["account", "simpleSecurityObject"],
+                    "uid": [uid],
+                    "description": [f"{what}; no mail user"],
+                    "userPassword": [ssha(password)],
+                },
+            )
+
+    def _create_cyrus_mailboxes(self) -> None:
+        """Cyrus autocreates nothing here: make each of its users' INBOX, as provisioning would."""
+        for name, server in self._servers.items():
+            if isinstance(server, CyrusBackend):
+                uids = (user.uid for user in self._all_users() if user.backend == name)
+                server.create_mailboxes(self.cyrus_admin_user, self.cyrus_admin_password, uids)
 
     def _all_users(self) -> list[FarmUser]:
         return self.users + [bulk_user(i) for i in range(self.bulk_users)]
 
     def _stop_daemons(self) -> None:
-        stop_processes(dovecot.detach() for dovecot in self._dovecots.values())
+        procs: list[subprocess.Popen[bytes] | None] = []
+        for server in self._servers.values():
+            procs += server.detach_all() if isinstance(server, CyrusBackend) else [server.detach()]
+        stop_processes(procs)
         if self._slapd is not None:
             self._slapd.stop()
 
@@ -236,11 +312,14 @@ class Farm:
         return self.backends[user.backend]
 
     def log_file(self, name: str) -> Path:
-        """The log of ``"ldap"``, ``"mail1"`` or ``"mail2"``, e.g. to check a forwarded rip."""
+        """The log of ``"ldap"`` or a backend, e.g. to check a forwarded rip.
+
+        For Cyrus (``mail3``) it is what its master, services and saslauthd sent to syslog.
+        """
         if name == "ldap":
             assert self._slapd is not None, "farm not started"
             return self._slapd.log
-        return self._dovecots[name].log
+        return self._servers[name].log
 
     # -- failure injection ----------------------------------------------------------------
 
@@ -254,28 +333,31 @@ class Farm:
         self._slapd.start()
 
     def stop_backend(self, name: str) -> None:
-        self._dovecots[name].stop()
+        self._servers[name].stop()
 
     def pids(self) -> dict[str, int]:
-        """Process ids of slapd ("ldap") and each Dovecot master, for CPU/memory accounting."""
+        """Process ids of slapd ("ldap") and each backend's master, for CPU/memory accounting.
+
+        A backend's pid leads its process group (Cyrus's saslauthd is not in it).
+        """
         out: dict[str, int] = {}
         if self._slapd is not None and self._slapd._proc is not None:
             out["ldap"] = self._slapd._proc.pid
-        for name, dovecot in self._dovecots.items():
-            if dovecot._proc is not None:
-                out[name] = dovecot._proc.pid
+        for name, server in self._servers.items():
+            if server._proc is not None:
+                out[name] = server._proc.pid
         return out
 
     def kill_backend(self, name: str) -> None:
         """Kill a backend abruptly (SIGKILL to its whole process group), as a crash or a
         pulled cable would: its sessions drop without a BYE. ``start_backend`` revives it."""
-        proc = self._dovecots[name].detach()
+        proc = self._servers[name].detach()
         if proc is not None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
     def start_backend(self, name: str) -> None:
-        self._dovecots[name].start()
+        self._servers[name].start()
 
     # -- data -----------------------------------------------------------------------------
 
@@ -283,14 +365,18 @@ class Farm:
         """Deliver over LMTP to the rcpt's backend (or ``backend``); raise if refused.
 
         ``rcpt`` may be an address or a uid; an rcpt that is no farm user goes to ``mail1``
-        unless ``backend`` says otherwise, so tests can watch Dovecot refuse it.
+        unless ``backend`` says otherwise, so tests can watch Dovecot refuse it. Cyrus is
+        sent a farm user's uid (it refuses ``user@domain``), as the proxy must do.
         """
+        try:
+            user: FarmUser | None = self.user(rcpt)
+        except KeyError:
+            user = None
         if backend is None:
-            try:
-                backend = self.user(rcpt).backend
-            except KeyError:
-                backend = "mail1"
+            backend = user.backend if user is not None else "mail1"
         target = self.backends[backend]
+        if target.kind == "cyrus" and user is not None:
+            rcpt = user.uid
         body = message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         with smtplib.LMTP(target.host, target.lmtp_port, timeout=10) as lmtp:
             lmtp.sendmail("farm@mailfarm.test", [rcpt], body)
@@ -321,13 +407,18 @@ def _describe(farm: Farm) -> str:
         f"admin     {farm.admin_dn}  password {farm.admin_password}",
         f"service   {farm.service_dn}  password {farm.service_password}",
         f"master    <user>{farm.master_separator}{farm.master_user}"
-        f"  password {farm.master_password}",
+        f"  password {farm.master_password}  (Dovecot)",
+        f"proxy     authzid <uid>, authcid {farm.proxy_user}  password {farm.proxy_password}"
+        "  (SASL PLAIN, Dovecot and Cyrus)",
+        f"cyrus     admin {farm.cyrus_admin_user}  password {farm.cyrus_admin_password}"
+        "  (mailboxes user.<uid>)",
         f"CA cert   {farm.pki.ca_cert}",
     ]
     for b in farm.backends.values():
         lines.append(
-            f"{b.name}     {b.host}  imap {b.imap_port}  imaps {b.imaps_port}"
+            f"{b.name}     {b.kind:8} {b.host}  imap {b.imap_port}  imaps {b.imaps_port}"
             f"  pop3 {b.pop3_port}  pop3s {b.pop3s_port}  lmtp {b.lmtp_port}"
+            f"  log {farm.log_file(b.name)}"
         )
     lines.append("users:")
     for u in farm.users:

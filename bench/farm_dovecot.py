@@ -27,6 +27,7 @@ import os
 import pwd
 import socket
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,8 +219,19 @@ class DovecotBackend:
         self.storage = directory / "storage"
         self._proc: subprocess.Popen[bytes] | None = None
 
-    def configure(self, ldap: LdapSettings, master_user: str, master_password: str) -> None:
-        """Write the config files and create directories with the owners Dovecot expects."""
+    def configure(
+        self,
+        ldap: LdapSettings,
+        master_user: str,
+        master_password: str,
+        more_masters: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Write the config files and create directories with the owners Dovecot expects.
+
+        ``more_masters`` are further ``(user, password)`` master logins, e.g. the front end's
+        proxy identity, which logs in as SASL PLAIN authcid with the user as authzid (the
+        form Cyrus understands too) where ``master_user`` uses ``user*master``.
+        """
         for sub in ("run", "state"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         self.storage.mkdir(parents=True, exist_ok=True)
@@ -231,7 +243,8 @@ class DovecotBackend:
         ldap_conf = self.directory / "dovecot-ldap.conf.ext"
         master_file = self.directory / "master-users"
         ldap_conf.write_text(_ldap_conf(ldap, self.storage))
-        master_file.write_text(f"{master_user}:{{PLAIN}}{master_password}\n")
+        masters = [(master_user, master_password), *more_masters]
+        master_file.write_text("".join(f"{user}:{{PLAIN}}{pw}\n" for user, pw in masters))
         for secret in (ldap_conf, master_file):
             os.chown(secret, 0, dovecot_gid)
             secret.chmod(0o640)

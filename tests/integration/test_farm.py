@@ -18,6 +18,8 @@ from ldap3.core.exceptions import LDAPException
 
 from bench.farm import QUOTE_PASSWORD, Backend, Farm, FarmUser, uid_for
 
+# The named users on the Dovecot backends; the tests below log in to Dovecot (by address
+# too, which Cyrus refuses). Cyrus's users and quirks: test_farm_cyrus.py.
 NAMED = [
     ("alice@example.co.uk", "mail1"),
     ("bob@example.co.uk", "mail2"),
@@ -26,6 +28,7 @@ NAMED = [
     ("jo_anne@under_score.org", "mail1"),
     ("quote@example.com", "mail2"),
 ]
+NAMED_CYRUS = [("erin@example.co.uk", "mail3"), ("frank@example.com", "mail3")]
 
 
 def ldap_conn(farm: Farm, dn: str, password: str) -> ldap3.Connection:
@@ -59,7 +62,8 @@ def inbox_subjects(backend: Backend, login: str, password: str) -> list[str]:
 
 
 def other(farm: Farm, name: str) -> Backend:
-    return next(b for b in farm.backends.values() if b.name != name)
+    """Another Dovecot backend (Cyrus has no mailbox for Dovecot's users)."""
+    return next(b for b in farm.backends.values() if b.name != name and b.kind == "dovecot")
 
 
 def refused(host: str, port: int) -> bool:
@@ -74,16 +78,18 @@ def refused(host: str, port: int) -> bool:
 
 
 def test_named_users_and_backends(farm: Farm) -> None:
-    assert [(u.address, u.backend) for u in farm.users] == NAMED
+    assert [(u.address, u.backend) for u in farm.users] == NAMED + NAMED_CYRUS
     assert farm.user("jo_anne@under_score.org").uid == "jo_anne_under_score_org"
     assert farm.user("ALICE_example_co_uk") == farm.user("alice@example.co.uk")
     assert farm.user("quote@example.com").password == 'p"a\\ss w0rd' == QUOTE_PASSWORD
     assert farm.user("alice@example.co.uk").dn == (
         "uid=alice_example_co_uk,ou=users,dc=example.co.uk,ou=domains,dc=mailfarm,dc=test"
     )
-    mail1, mail2 = farm.backends["mail1"], farm.backends["mail2"]
-    assert (mail1.host, mail2.host) == ("127.0.0.2", "127.0.0.3")
-    assert mail1.imap_port == mail2.imap_port and mail1.lmtp_port == mail2.lmtp_port
+    mail1, mail2, mail3 = farm.backends["mail1"], farm.backends["mail2"], farm.backends["mail3"]
+    assert (mail1.host, mail2.host, mail3.host) == ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+    assert (mail1.kind, mail2.kind, mail3.kind) == ("dovecot", "dovecot", "cyrus")
+    assert mail1.imap_port == mail2.imap_port == mail3.imap_port
+    assert mail1.lmtp_port == mail2.lmtp_port == mail3.lmtp_port
     assert (
         len({mail1.imap_port, mail1.imaps_port, mail1.pop3_port, mail1.pop3s_port, mail1.lmtp_port})
         == 5

@@ -68,8 +68,8 @@ def test_logout_gets_no_extra_goodbye(farm: Farm, proxy) -> None:  # type: ignor
 @pytest.fixture()
 def silent_backend(farm: Farm) -> Iterator[str]:
     """A host that accepts TCP on the IMAP port and never says a word."""
-    with silent_listener("127.0.0.4", farm.backends["mail1"].imap_port):
-        yield "127.0.0.4"
+    with silent_listener("127.0.0.14", farm.backends["mail1"].imap_port):
+        yield "127.0.0.14"
 
 
 def test_backend_that_never_speaks(farm: Farm, tmp_path: Path, silent_backend: str) -> None:
@@ -89,7 +89,7 @@ def test_backend_that_never_speaks(farm: Farm, tmp_path: Path, silent_backend: s
     finally:
         farm.ldap_modify(dave.dn, {"mailHost": [old_host]})
         proc.stop()
-    assert "backend 127.0.0.4:" in proc.log_text()
+    assert "backend 127.0.0.14:" in proc.log_text()
 
 
 def test_ldap_restart_under_load(farm: Farm, tmp_path: Path) -> None:

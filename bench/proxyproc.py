@@ -39,13 +39,39 @@ def _toml_value(value: Any) -> str:
     raise TypeError(value)
 
 
-def render_toml(sections: dict[str, dict[str, Any]]) -> str:
+def render_toml(sections: dict[str, Any]) -> str:
+    """Tables as ``[name]``; a list of tables (``backends``) as ``[[name]]`` entries."""
     lines = []
     for name, table in sections.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
-        lines.append("")
+        entries = table if isinstance(table, list) else [table]
+        for items in entries:
+            header = f"[[{name}]]" if isinstance(table, list) else f"[{name}]"
+            lines.append(header)
+            lines += [f"{key} = {_toml_value(value)}" for key, value in items.items()]
+            lines.append("")
     return "\n".join(lines)
+
+
+def farm_backends(farm: Farm) -> list[dict[str, Any]]:
+    """``[[backends]]`` for every backend of the farm: its kind, the proxy user that can
+    vouch for users there (Cyrus ``proxyservers``, a Dovecot master user) and its admin."""
+    out = []
+    for backend in farm.backends.values():
+        if backend.kind == "cyrus":
+            admin = (farm.cyrus_admin_user, farm.cyrus_admin_password)
+        else:
+            admin = (farm.master_user, farm.master_password)
+        out.append(
+            {
+                "host": backend.host,
+                "kind": backend.kind,
+                "proxy_user": farm.proxy_user,
+                "proxy_password": farm.proxy_password,
+                "admin_user": admin[0],
+                "admin_password": admin[1],
+            }
+        )
+    return out
 
 
 @dataclass
@@ -94,6 +120,7 @@ def farm_config(
     }
     if importlib.util.find_spec("proxy.pop3.protocol") is None:  # not built yet
         del sections["pop3"]
+    sections["backends"] = farm_backends(farm)  # type: ignore[assignment]
     for name, table in overrides.items():
         sections.setdefault(name, {}).update(table)
     return sections

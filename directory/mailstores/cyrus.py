@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from directory.mailstores import Mailstore, Removal
 from directory.provision import UsageError
-from directory.provision.folders import message_count
+from directory.provision.folders import summary
 from directory.provision.imapclient import ImapClient, ImapError
 from directory.provision.imapdata import astring, parse_response, word
 
@@ -70,13 +70,14 @@ class Cyrus(Mailstore):
     def delete(self, uid: str) -> Removal:
         name = mailbox_name(uid)
         with self.open_admin() as admin:
-            folders = _list(admin, name) + _list(admin, name + b".*")
-            if not folders:
+            if not _exists(admin, name):
                 return Removal(0)
-            messages = sum(message_count(admin, f) for f in folders)
+            # Counted as the user: an admin may list every mailbox but read none of them.
+            with self.open_user(uid) as client:
+                messages = sum(summary(client).values())
             user = self.admin_credentials()[0].encode()
             arg = astring(name, admin.literal_plus)
-            admin.run(b"SETACL", arg, [astring(user, admin.literal_plus)], [ALL_RIGHTS])
+            admin.run(b"SETACL", arg, astring(user, admin.literal_plus), [ALL_RIGHTS])
             admin.run(b"DELETE", arg)
             kept = _list(admin, b"DELETED." + name + b".*")
             return Removal(messages, kept[0].decode("utf-8", "replace") if kept else None)

@@ -223,7 +223,8 @@ class _Mover:
         source = self.source_store.open_user(self.user.uid)
         target: ImapClient | None = None
         try:
-            self.target_store.create(self.user.uid)  # Cyrus: user.<uid> must exist first
+            # Cyrus: user.<uid> must exist first (with the user's quota, if it has one).
+            self.target_store.create(self.user.uid, self.user.quota_kb)
             target = self.target_store.open_user(self.user.uid)
             leftover = {k: v for k, v in summary(target).items() if v or k != "INBOX"}
             if leftover:

@@ -71,6 +71,7 @@ class User:
     mail: str
     host: str
     login_disabled: bool
+    quota_kb: int | None = None  # from [directory] quota_attribute, when set and present
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -91,12 +92,19 @@ def _user(entry: Entry, settings: ToolConfig) -> User:
         mail=entry.first("mail") or "",
         host=route.host if route else "",
         login_disabled=route.login_disabled if route else False,
+        quota_kb=_quota(entry.first(d.quota_attribute) if d.quota_attribute else None),
     )
+
+
+def _quota(value: str | None) -> int | None:
+    """A quota in KiB, or ``None`` when absent or not a whole number (no quota then)."""
+    return int(value) if value is not None and value.strip().isdigit() else None
 
 
 def _attributes(settings: ToolConfig) -> tuple[str, ...]:
     d = settings.directory
-    return tuple(a for a in ("uid", "mail", d.host_attribute, d.disabled_attribute) if a)
+    names = ("uid", "mail", d.host_attribute, d.disabled_attribute, d.quota_attribute)
+    return tuple(a for a in names if a)
 
 
 def find_user(settings: ToolConfig, writer: LdapWriter, login: str) -> User:

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm
-from bench.proxyproc import render_toml
+from bench.proxyproc import farm_backends, render_toml
 from directory.mailstores import mailstore_for
 from directory.provision.folders import append, create_folder
 from directory.provision.imapdata import Message
@@ -59,6 +59,7 @@ def provision_sections(farm: Farm, **overrides: dict[str, Any]) -> dict[str, dic
             "default_mx": ["mx1.mailfarm.test:10"],
         },
     }
+    sections["backends"] = farm_backends(farm)  # type: ignore[assignment]
     for name, table in overrides.items():
         sections.setdefault(name, {}).update(table)
     return sections

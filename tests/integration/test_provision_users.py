@@ -138,7 +138,9 @@ def test_backend_refusing_the_admin_during_add_leaves_no_entry(
     a dropped connection. Undoing the entry after it used to crash with a TypeError, as
     the refusal was rebuilt with one argument."""
     config = tmp_path / "refused.toml"
-    sections = provision_sections(farm, provision={"master_password": "not-the-master-pw"})
+    sections = provision_sections(farm)
+    for backend in sections["backends"]:  # the admin credentials come from [[backends]]
+        backend["admin_password"] = "not-the-master-pw"
     config.write_text(render_toml(sections))
     refusing = Admin(farm, config, admin.pycache)
     address = f"refused@{domain}"

@@ -1,0 +1,140 @@
+"""The admin tool on a Cyrus backend (mail3): user add creates ``user.<uid>`` as Cyrus's admin,
+user del removes it (saying whether Cyrus kept a copy), and a user moves between kinds."""
+
+from __future__ import annotations
+
+import imaplib
+from collections.abc import Iterator
+
+import pytest
+
+from bench.farm import BACKEND_HOSTS, Farm
+from tests.integration import provision_helpers as helpers
+from tests.integration.provision_helpers import Admin, add_user
+from tests.integration.smtp_fixtures import message, token
+
+admin = helpers.admin  # fixture
+domain = helpers.domain  # fixture
+
+CYRUS = BACKEND_HOSTS["mail3"]
+DOVECOT = BACKEND_HOSTS["mail1"]
+
+
+def cyrus_mailboxes(farm: Farm, uid: str) -> list[str]:
+    """What Cyrus itself lists for the user, as its admin sees it."""
+    backend = farm.backends["mail3"]
+    client = imaplib.IMAP4(backend.host, backend.imap_port, timeout=15)
+    try:
+        client.login(farm.cyrus_admin_user, farm.cyrus_admin_password)
+        _, lines = client.list('""', f"user.{uid}*")
+    finally:
+        client.logout()
+    return sorted(line.decode().rsplit(" ", 1)[1].strip('"') for line in lines if line)
+
+
+def session(where: tuple[str, int], login: str, password: str) -> imaplib.IMAP4:
+    client = imaplib.IMAP4(*where, timeout=15)
+    client.login(login, password)
+    return client
+
+
+def inbox_subjects(where: tuple[str, int], login: str, password: str) -> list[str]:
+    client = session(where, login, password)
+    try:
+        client.select("INBOX", readonly=True)
+        _, found = client.search(None, "ALL")
+        out = []
+        for num in found[0].split():
+            _, data = client.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            out.append(data[0][1].decode().split(":", 1)[1].strip())
+        return sorted(out)
+    finally:
+        client.logout()
+
+
+def test_add_creates_the_cyrus_mailbox_and_the_user_logs_in(
+    farm: Farm,
+    admin: Admin,
+    domain: str,
+    proxy,  # type: ignore[no-untyped-def]
+) -> None:
+    created = add_user(admin, f"carl@{domain}", "carl pw", "--host", CYRUS)
+    uid = created["uid"]
+    assert created["mailHost"] == CYRUS
+    assert cyrus_mailboxes(farm, uid) == [f"user.{uid}"]
+    for login in (created["mail"], uid):
+        client = session(("127.0.0.1", proxy.ports.imap), login, "carl pw")
+        assert client.select("INBOX")[0] == "OK"
+        client.logout()
+
+
+def test_del_removes_the_cyrus_mailbox(
+    farm: Farm,
+    admin: Admin,
+    domain: str,
+) -> None:
+    created = add_user(admin, f"dora@{domain}", "dora pw", "--host", CYRUS)
+    uid = created["uid"]
+    for _ in range(2):
+        farm.deliver(uid, message("s@x.test", created["mail"], token()), backend="mail3")
+    deleted = admin.ok("user", "del", created["mail"])
+    assert deleted["messages_removed"] == 2
+    # The farm's Cyrus runs delete_mode: immediate, so nothing is kept (and none claimed).
+    assert "backend_kept_copy" not in deleted
+    assert cyrus_mailboxes(farm, uid) == []
+    assert admin.run("user", "show", created["mail"]).code == 1
+
+
+def test_move_from_dovecot_to_cyrus_and_back(
+    farm: Farm,
+    admin: Admin,
+    domain: str,
+    proxy,  # type: ignore[no-untyped-def]
+) -> None:
+    created = add_user(admin, f"emil@{domain}", "emil pw", "--host", DOVECOT)
+    subjects = sorted(token() for _ in range(3))
+    for subject in subjects:
+        farm.deliver(created["mail"], message("s@x.test", created["mail"], subject), "mail1")
+    moved = admin.ok("user", "move", created["mail"], "--to", CYRUS)
+    assert moved["messages"] == 3 and moved["old_copy_deleted"] is True, moved
+    assert cyrus_mailboxes(farm, created["uid"]) == [f"user.{created['uid']}"]
+    assert inbox_subjects(("127.0.0.1", proxy.ports.imap), created["mail"], "emil pw") == subjects
+    back = admin.ok("user", "move", created["mail"], "--to", DOVECOT)
+    assert back["messages"] == 3 and back["old_copy_deleted"] is True, back
+    assert cyrus_mailboxes(farm, created["uid"]) == []
+    # Straight to mail1: the session proxy is not among [provision] admin_urls, so its
+    # route cache still says mail3 (the move tests show flushing on every instance).
+    dovecot = farm.backends["mail1"]
+    where = (dovecot.host, dovecot.imap_port)
+    assert inbox_subjects(where, created["uid"], "emil pw") == subjects
+
+
+@pytest.fixture
+def delayed_delete(farm: Farm) -> Iterator[None]:
+    """mail3 with ``delete_mode: delayed`` for one test (the farm is shared: put back)."""
+    conf = farm.workdir / "mail3" / "imapd.conf"
+    original = conf.read_text()
+    farm.stop_backend("mail3")
+    conf.write_text(original.replace("delete_mode: immediate", "delete_mode: delayed"))
+    farm.start_backend("mail3")
+    try:
+        yield
+    finally:
+        farm.stop_backend("mail3")
+        conf.write_text(original)
+        farm.start_backend("mail3")
+
+
+def test_del_says_when_cyrus_keeps_a_copy(
+    farm: Farm, admin: Admin, domain: str, delayed_delete: None
+) -> None:
+    created = add_user(admin, f"fritz@{domain}", "fritz pw", "--host", CYRUS)
+    uid = created["uid"]
+    farm.deliver(uid, message("s@x.test", created["mail"], token()), backend="mail3")
+    result = admin.run("user", "del", created["mail"], "--json")
+    assert result.code == 0, result
+    deleted = result.json
+    assert deleted["messages_removed"] == 1
+    assert deleted["backend_kept_copy"].startswith(f"DELETED.user.{uid}."), deleted
+    text = admin.run("user", "del", created["mail"])  # gone from LDAP: nothing to delete
+    assert text.code == 1

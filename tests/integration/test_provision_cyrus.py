@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import imaplib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm
+from bench.proxyproc import render_toml
 from tests.integration import provision_helpers as helpers
-from tests.integration.provision_helpers import Admin, add_user
+from tests.integration.provision_helpers import Admin, add_user, provision_sections
 from tests.integration.smtp_fixtures import message, token
 
 admin = helpers.admin  # fixture
@@ -138,3 +140,39 @@ def test_del_says_when_cyrus_keeps_a_copy(
     assert deleted["backend_kept_copy"].startswith(f"DELETED.user.{uid}."), deleted
     text = admin.run("user", "del", created["mail"])  # gone from LDAP: nothing to delete
     assert text.code == 1
+
+
+def test_a_move_the_target_refuses_rolls_back(
+    farm: Farm, admin: Admin, domain: str, tmp_path: Path
+) -> None:
+    """Cyrus refuses the copy (the user's quota, from [directory] quota_attribute, is far
+    too small): the move is undone and says so. Rebuilding that refusal for the message
+    used to crash the rollback with a TypeError, leaving logins disabled."""
+    config = tmp_path / "quota.toml"
+    config.write_text(
+        render_toml(provision_sections(farm, directory={"quota_attribute": "roomNumber"}))
+    )
+    quota_admin = Admin(farm, config, admin.pycache)
+    created = add_user(quota_admin, f"gus@{domain}", "gus pw", "--host", DOVECOT)
+    for _ in range(3):
+        body = message("s@x.test", created["mail"], token(), body="x" * 4000 + "\n")
+        farm.deliver(created["mail"], body, "mail1")
+    farm.ldap_modify(created["dn"], {"roomNumber": ["1"]})  # 1 KiB
+    result = quota_admin.run("user", "move", created["mail"], "--to", CYRUS, "--json")
+    assert result.code == 3, result
+    error = result.json["error"]
+    assert "aborted" in error and "nothing lost, logins allowed" in error, error
+    assert "quota" in error.lower(), error
+    assert "Traceback" not in result.stderr
+    shown = quota_admin.ok("user", "show", created["mail"])
+    assert shown["mailHost"] == DOVECOT and shown["login_disabled"] is False
+    assert inbox_count(farm, "mail1", created["uid"], "gus pw") == 3
+
+
+def inbox_count(farm: Farm, backend: str, uid: str, password: str) -> int:
+    b = farm.backends[backend]
+    client = session((b.host, b.imap_port), uid, password)
+    try:
+        return int(client.select("INBOX", readonly=True)[1][0])
+    finally:
+        client.logout()

@@ -296,7 +296,7 @@ def build_spec(args: argparse.Namespace) -> Spec:
     settings = {"description": describe(spec)} | {
         k: (str(v) if isinstance(v, Path) else v)
         for k, v in sorted(vars(args).items())
-        if k not in ("func", "command", "config") and v not in (None, False, [])
+        if k not in ("func", "load", "command", "config") and v not in (None, False, [])
     }
     if "password_pattern" in settings:  # reports get mailed around; passwords should not
         settings["password_pattern"] = "(not shown)"

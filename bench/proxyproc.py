@@ -145,6 +145,8 @@ class MailfarmProcess:
         return ports
 
     def start(self, timeout: float = 15.0) -> MailfarmProcess:
+        if self.proc is not None and self.proc.poll() is None:
+            return self  # already running (``with X.start():`` must not start a second one)
         self.config.write_text(render_toml(self.sections))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

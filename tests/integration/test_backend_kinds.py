@@ -252,7 +252,7 @@ def test_proxy_mode_sends_no_user_password(farm: Farm, tmp_path: Path, kind: str
     sections = _sections(farm, ports, "proxy", backends=farm_backends(farm) + tapped)
     farm.ldap_modify(user.dn, {"mailHost": [tap_host]})
     try:
-        with MailfarmProcess(tmp_path, sections, f"tap-{kind}").start():
+        with MailfarmProcess(tmp_path, sections, f"tap-{kind}"):
             client = imaplib.IMAP4("127.0.0.1", ports.imap, timeout=15)
             assert client.login(user.address, user.password)[0] == "OK"
             assert client.select("INBOX")[0] == "OK"

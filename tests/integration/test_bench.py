@@ -243,3 +243,14 @@ def test_command_line_end_to_end(farm: Farm, proxy, tmp_path: Path) -> None:  # 
     )  # fmt: skip
     assert text.returncode == 2
     assert "--allow-remote" in text.stderr
+
+
+def test_backend_kinds_benchmark_reports_both_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import kinds
+
+    kinds.main(["--logins", "2", "--rounds", "1"])
+    reports = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line]
+    assert [r["kind"] for r in reports] == ["dovecot", "cyrus"]
+    for report in reports:
+        assert set(report["sessions_per_s"]) == {"direct", "password", "proxy"}
+        assert all(rate > 0 for rate in report["sessions_per_s"].values())

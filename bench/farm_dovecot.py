@@ -90,6 +90,27 @@ mail_gid = {mail.pw_gid}
 first_valid_uid = {mail.pw_uid}
 first_valid_gid = {mail.pw_gid}
 mail_location = maildir:~/Maildir
+# The personal namespace with the folders mail clients look for by special use (RFC 6154),
+# as Debian's 15-mailboxes.conf has them; none is created until someone creates it.
+namespace inbox {{
+  inbox = yes
+  separator = .
+  mailbox Drafts {{
+    special_use = \\Drafts
+  }}
+  mailbox Sent {{
+    special_use = \\Sent
+  }}
+  mailbox Trash {{
+    special_use = \\Trash
+  }}
+  mailbox Junk {{
+    special_use = \\Junk
+  }}
+  mailbox Archive {{
+    special_use = \\Archive
+  }}
+}}
 # IDLE normally wakes on inotify, but one uid gets only 128 inotify instances (a host
 # default): with more IDLE sessions than that, Dovecot polls, every 30 s unless told.
 mailbox_idle_check_interval = 1 secs

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from directory.provision import Unavailable
+from directory.provision.foldermap import Listed, Namespace, parse_namespace
 from directory.provision.imapclient import ImapClient, ImapError
 from directory.provision.imapdata import (
     Message,
@@ -101,6 +102,28 @@ def _list(client: ImapClient, command: bytes) -> list[Folder]:
     return out
 
 
+def namespace(client: ImapClient) -> Namespace:
+    """The personal namespace: NAMESPACE (RFC 2342) when offered, else no prefix and the
+    separator ``LIST "" ""`` reports."""
+    if "NAMESPACE" in client.capabilities:
+        for item in client.run(b"NAMESPACE").untagged:
+            tokens = parse_response(item)
+            if tokens and word(tokens[0]) == "NAMESPACE":
+                found = parse_namespace(tokens)
+                if found is not None:
+                    return found
+    for item in client.run(b'LIST "" ""').untagged:
+        tokens = parse_response(item)
+        if len(tokens) >= 3 and word(tokens[0]) == "LIST" and isinstance(tokens[2], bytes):
+            separator = bytes(tokens[2])
+            return Namespace(b"", b"" if separator.upper() == b"NIL" else separator)
+    return Namespace(b"", b".")
+
+
+def listed(folders: Sequence[Folder]) -> list[Listed]:
+    return [Listed(f.name, f.attributes) for f in folders]
+
+
 def select(client: ImapClient, name: bytes, readonly: bool = True) -> FolderState:
     """EXAMINE (read-only: no \\Recent or \\Seen side effects) or SELECT ``name``."""
     response = client.run(b"EXAMINE" if readonly else b"SELECT", astring(name, client.literal_plus))
@@ -118,9 +141,17 @@ def ensure_inbox(client: ImapClient) -> int:
     return select(client, INBOX, readonly=False).exists
 
 
-def create_folder(client: ImapClient, name: bytes, subscribe: bool) -> None:
+def create_folder(
+    client: ImapClient, name: bytes, subscribe: bool, use: str | None = None
+) -> None:
+    """Create ``name`` (an existing one is fine), marked with special ``use`` where the
+    server takes it at creation (RFC 6154 CREATE-SPECIAL-USE)."""
     if name.upper() != INBOX:
-        response = client.run(b"CREATE", astring(name, client.literal_plus), check=False)
+        extra = []
+        if use is not None and "CREATE-SPECIAL-USE" in client.capabilities:
+            spelled = "\\" + use.lstrip("\\").capitalize()  # \SENT -> \Sent
+            extra = [[b"(USE (" + spelled.encode("ascii") + b"))"]]
+        response = client.run(b"CREATE", astring(name, client.literal_plus), *extra, check=False)
         if response.status != "OK" and response.code() != b"ALREADYEXISTS":
             raise ImapError(client.address, "CREATE", response.status, response.text)
     if subscribe:
@@ -245,11 +276,13 @@ def copy_folder(
     folder: Folder,
     after: FolderCopy | None = None,
     on_batch: Callable[[int], None] | None = None,
+    into: bytes | None = None,
 ) -> FolderCopy:
     """Copy ``folder``'s messages (those above ``after.last_uid`` when catching up).
 
-    The source is only EXAMINEd. Returns what was copied, with one digest per message, so
-    the caller can verify the target without reading the source a second time.
+    The source is only EXAMINEd; ``into`` names the target folder when the two backends
+    spell it differently (:mod:`.foldermap`). Returns what was copied, with one digest per
+    message, so the caller can verify the target without reading the source again.
     """
     state = select(source, folder.name)
     if after is not None and after.uidvalidity != state.uidvalidity:
@@ -267,7 +300,7 @@ def copy_folder(
                 f"folder {folder.display}: {len(uids) - len(messages)} messages vanished "
                 "from the source while copying"
             )
-        append(target, folder.name, messages)
+        append(target, folder.name if into is None else into, messages)
         result.digests.extend(m.digest() for m in messages)
         result.last_uid = max(result.last_uid, uids[-1])
         if on_batch is not None:

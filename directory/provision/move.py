@@ -42,12 +42,16 @@ from directory.mailstores import mailstore_for
 from directory.model import means_disabled
 from directory.provision import ProvisionError, Refused, Unavailable
 from directory.provision.adminapi import call as admin_call
+from directory.provision.foldermap import Namespace, Placement, place
 from directory.provision.folders import (
+    Folder,
     FolderCopy,
     copy_folder,
     create_folder,
     digests,
     list_folders,
+    listed,
+    namespace,
     summary,
     wipe,
 )
@@ -101,7 +105,9 @@ class _Mover:
         self.report = MoveReport(user.uid, user.host, target)
         self.saved: list[str] = []
         self.disabled = False
-        self.copies: dict[bytes, FolderCopy] = {}
+        self.copies: dict[bytes, FolderCopy] = {}  # by source folder name
+        self.placements: dict[bytes, Placement] = {}  # source name -> where it goes
+        self.namespaces: tuple[Namespace, Namespace] | None = None  # source's, target's
         self.target_touched = False  # from the first CREATE/APPEND there, even if it failed
         self.source_store = mailstore_for(settings, user.host)
         self.target_store = mailstore_for(settings, target)
@@ -140,6 +146,28 @@ class _Mover:
 
     # -- mail -----------------------------------------------------------------------------
 
+    def place(self, source: ImapClient, target: ImapClient, folders: list[Folder]) -> None:
+        """Where each folder goes on the target (names through both NAMESPACEs, special
+        uses onto the target's own special-use folders); see :mod:`.foldermap`."""
+        if self.namespaces is None:
+            self.namespaces = (namespace(source), namespace(target))
+        new = [f for f in folders if f.name not in self.placements]
+        if not new:
+            return
+        there = listed(list_folders(target))
+        for placement in place(listed(new), self.namespaces[0], there, self.namespaces[1]):
+            self.placements[placement.source] = placement
+            if placement.renamed:
+                self.report.warnings.append(
+                    f"folder {_shown(placement.source)} is {_shown(placement.target)} on "
+                    f"{self.target} (its name held the target's hierarchy separator)"
+                )
+
+    def _create(self, target: ImapClient, folder: Folder) -> bytes:
+        placement = self.placements[folder.name]
+        create_folder(target, placement.target, folder.subscribed, placement.use)
+        return placement.target
+
     def copy_all(self, source: ImapClient, target: ImapClient) -> None:
         folders = list_folders(source)
         total = sum(summary(source).values())
@@ -150,16 +178,20 @@ class _Mover:
             done += n
             self.progress(done, total)
 
+        self.place(source, target, folders)
         self.target_touched = True
         for folder in folders:
-            create_folder(target, folder.name, folder.subscribed)
+            into = self._create(target, folder)
             if folder.selectable:
-                self.copies[folder.name] = copy_folder(source, target, folder, None, batch_done)
+                self.copies[folder.name] = copy_folder(
+                    source, target, folder, None, batch_done, into
+                )
 
     def verify(self, target: ImapClient) -> None:
         for name, copy in self.copies.items():
-            found = digests(target, name)
-            shown = name.decode("utf-8", "replace")
+            into = self.placements[name].target
+            found = digests(target, into)
+            shown = _shown(name)
             if len(found) != copy.count:
                 raise Unavailable(
                     f"verification failed: folder {shown} has {len(found)} messages on "
@@ -170,19 +202,24 @@ class _Mover:
                 raise Unavailable(
                     f"verification failed: folder {shown}: content, flags or dates differ"
                 )
-            self.report.folders[shown] = {"messages": copy.count, "sha256": copy.checksum}
+            self.report.folders[shown] = {
+                "to": _shown(into),
+                "messages": copy.count,
+                "sha256": copy.checksum,
+            }
             self.report.messages += copy.count
 
     def catch_up(self, source: ImapClient, target: ImapClient) -> None:
         """Copy what arrived on the old backend after the copy (deliveries do not stop)."""
-        for folder in list_folders(source):
-            if not folder.selectable:
-                continue
+        folders = [f for f in list_folders(source) if f.selectable]
+        self.place(source, target, folders)
+        for folder in folders:
             before = self.copies.get(folder.name)
-            if before is None:
-                create_folder(target, folder.name, folder.subscribed)
+            if before is None:  # a folder made on the old backend during the move
+                self._create(target, folder)
+            into = self.placements[folder.name].target
             count = before.count if before else 0
-            after = copy_folder(source, target, folder, before)
+            after = copy_folder(source, target, folder, before, None, into)
             self.report.caught_up += after.count - count
 
     # -- the whole move -------------------------------------------------------------------
@@ -275,6 +312,10 @@ class _Mover:
                 )
         except ProvisionError as exc:
             self.report.warnings.append(f"deleting the old copy on {self.user.host}: {exc}")
+
+
+def _shown(name: bytes) -> str:
+    return name.decode("utf-8", "replace")
 
 
 def _unexpected(exc: BaseException) -> ProvisionError:

@@ -12,7 +12,16 @@ import pytest
 from bench.farm import BACKEND_HOSTS, Farm
 from bench.proxyproc import render_toml
 from tests.integration import provision_helpers as helpers
-from tests.integration.provision_helpers import Admin, add_user, provision_sections
+from tests.integration.provision_helpers import (
+    Admin,
+    add_user,
+    backend_login,
+    expected_digests,
+    fill_mailbox,
+    mailbox_digests,
+    make_messages,
+    provision_sections,
+)
 from tests.integration.smtp_fixtures import message, token
 
 admin = helpers.admin  # fixture
@@ -176,3 +185,68 @@ def inbox_count(farm: Farm, backend: str, uid: str, password: str) -> int:
         return int(client.select("INBOX", readonly=True)[1][0])
     finally:
         client.logout()
+
+
+UMLAUT = "Gr&APYA3w-e &- Co"  # "Größe & Co" in modified UTF-7
+TREE = ["INBOX", "Sent", "Drafts", "Archive", "Archive.2023", UMLAUT, "Work", "Work.Projects"]
+USES = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Archive": "\\Archive"}
+
+
+def on_cyrus(name: str) -> str:
+    return name if name == "INBOX" else f"INBOX.{name}"
+
+
+def listing(client: imaplib.IMAP4, command: str) -> dict[str, str]:
+    """Folder name -> its attributes, from LIST or LSUB."""
+    typ, data = getattr(client, command)()
+    assert typ == "OK"
+    out = {}
+    for line in data:
+        if isinstance(line, bytes):
+            attrs, _, rest = line.partition(b") ")
+            name = rest.split(b" ", 1)[1].strip(b'"').replace(b'\\"', b'"')
+            out[name.decode()] = attrs.lstrip(b"(").decode()
+    return out
+
+
+def assert_tree(farm: Farm, host: str, uid: str, password: str, content: dict, names) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Every folder under its name there, with the same messages (body, flags, date), the
+    special uses on the right folders and the same subscriptions."""
+    client = backend_login(farm, host, uid, password)
+    try:
+        folders = listing(client, "list")
+        for name, messages in content.items():
+            assert mailbox_digests(client, names(name)) == expected_digests(messages), name
+            if name in USES:
+                assert USES[name] in folders[names(name)], (name, folders)
+        subscribed = set(listing(client, "lsub"))
+        wanted = {names(n) for n in TREE if n not in ("Work.Projects",)}
+        assert subscribed - {"INBOX"} == wanted - {"INBOX"}
+    finally:
+        client.logout()
+
+
+def test_move_between_kinds_maps_folders_uses_and_subscriptions(
+    farm: Farm, admin: Admin, domain: str
+) -> None:
+    """Dovecot -> Cyrus -> Dovecot with a nested, special-use, non-ASCII tree: names go
+    through both NAMESPACEs (Sent <-> INBOX.Sent), uses follow, nothing else changes."""
+    created = add_user(admin, f"hilde@{domain}", "hilde pw", "--host", DOVECOT)
+    uid, mail = created["uid"], created["mail"]
+    content = {name: make_messages(name, 12, seed=70 + i) for i, name in enumerate(TREE)}
+    fill_mailbox(admin.settings, DOVECOT, uid, content)
+    client = backend_login(farm, DOVECOT, uid, "hilde pw")
+    assert client.unsubscribe('"Work.Projects"')[0] == "OK"
+    assert "\\Sent" in listing(client, "list")["Sent"]  # the farm's Dovecot marks it
+    client.logout()
+
+    there = admin.ok("user", "move", mail, "--to", CYRUS)
+    assert there["messages"] == 12 * len(TREE), there
+    assert {k: v["to"] for k, v in there["folders"].items()} == {n: on_cyrus(n) for n in TREE}
+    assert_tree(farm, CYRUS, uid, "hilde pw", content, on_cyrus)
+
+    back = admin.ok("user", "move", mail, "--to", DOVECOT)
+    assert {k: v["to"] for k, v in back["folders"].items()} == {on_cyrus(n): n for n in TREE}
+    assert back["old_copy_deleted"] is True
+    assert_tree(farm, DOVECOT, uid, "hilde pw", content, lambda n: n)
+    assert cyrus_mailboxes(farm, uid) == []

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from directory.filters import matches, parse_filter
-from directory.model import DirectoryUnavailable, Route
+from directory.model import DirectoryUnavailable, Route, means_disabled
 from directory.names import render_filter
 from directory.passwords import verify_password
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 _ATTR_DESC_RE = re.compile(r"(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)*)(?:;[A-Za-z0-9-]+)*")
 _DN_TYPE_RE = re.compile(r"[a-z][a-z0-9-]*|[0-9]+(?:\.[0-9]+)*")
 _HEX = frozenset("0123456789abcdefABCDEF")
-_TRUE = frozenset({"true", "yes", "1"})
 
 
 class LdifError(ValueError):
@@ -344,7 +343,7 @@ class LdifSource:
         disabled = False
         if self._disabled_attribute is not None:
             values = attrs.get(self._disabled_attribute, ())
-            disabled = any(value.strip().lower() in _TRUE for value in values)
+            disabled = any(means_disabled(value.strip()) for value in values)
         return Route(
             uid=uids[0],
             dn=entry.dn,

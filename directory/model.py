@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from directory import movestate
+
 
 class DirectoryUnavailable(Exception):
     """No directory server could answer (down, timed out, refused our service bind)."""
@@ -72,9 +74,13 @@ class UserSource(Protocol):
 _TRUE = {"true", "yes", "1", "on"}
 
 
-def means_disabled(value: str) -> bool:
+def means_disabled(value: str, now: float | None = None) -> bool:
     """Whether a ``disabled_attribute`` value refuses logins; the provisioning side keeps
-    the values that do not when it disables or re-enables a user."""
+    the values that do not when it disables or re-enables a user. A running move's lease
+    refuses them until it expires (:mod:`directory.movestate`)."""
+    state = movestate.parse(value)
+    if state is not None:
+        return state.live(now)
     return value.lower() in _TRUE
 
 
@@ -103,7 +109,8 @@ def route_from_entry(
     port_text = first(port_attribute)
     if port_text is not None and port_text.isdigit() and 0 < int(port_text) < 65536:
         port = int(port_text)
-    disabled = means_disabled(first(disabled_attribute) or "")
+    values = attrs.get(disabled_attribute.lower(), []) if disabled_attribute else []
+    disabled = any(means_disabled(v) for v in values)
     return Route(
         uid=uid,
         dn=dn,

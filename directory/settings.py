@@ -87,6 +87,7 @@ PROVISION_KEYS = {
     "default_mx": Key("strlist", ()),
     "password_scheme": Key("str", "{SSHA512}"),
     "admin_urls": Key("strlist", ()),
+    "move_settle": Key("float", 5.0),
 }
 
 
@@ -146,6 +147,7 @@ class ProvisionSettings:
     default_mx: tuple[str, ...]
     password_scheme: str
     admin_urls: tuple[str, ...]
+    move_settle: float
 
 
 @dataclass(frozen=True, slots=True)

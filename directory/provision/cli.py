@@ -200,20 +200,35 @@ def user_show(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter
 
 def user_move(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.move import move_user
+    from directory.provision.progressview import ProgressView
 
-    def progress(done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\rcopied {done}/{total} messages", end="", file=sys.stderr, flush=True)
-
-    report = move_user(settings, writer, args.login, args.to, args.force, progress)
-    if sys.stderr.isatty():
-        print(file=sys.stderr)
+    view = ProgressView(sys.stderr, json_events=args.json)
+    report = move_user(
+        settings, writer, args.login, args.to, args.force, view.update, keep_old=args.keep_old
+    )
+    view.close()
     line = (
         f"{report.uid} moved from {report.source} to {report.target}: {report.messages} "
         f"messages in {len(report.folders)} folders, {report.seconds:.1f} s"
     )
-    _emit(args, report.as_dict(), [line])
+    lines = [line, *_verified(report.folders)]
+    if report.caught_up:
+        lines.append(f"  caught up {report.caught_up} messages delivered during the move")
+    if report.old_copy_kept_as:
+        lines.append(f"  old copy kept: {report.old_copy_kept_as}")
+    _emit(args, report.as_dict(), lines)
     return EXIT_OK
+
+
+def _verified(folders: dict[str, dict[str, Any]]) -> list[str]:
+    out = []
+    for name, info in folders.items():
+        to = f" -> {info['to']}" if info.get("to") not in (None, name) else ""
+        if "sha256" in info:
+            out.append(f"  {name}{to}: {info['messages']} messages, sha256 {info['sha256'][:16]}")
+        else:
+            out.append(f"  {name}{to}: {info.get('copied', 0)} messages caught up")
+    return out
 
 
 # -- dns ------------------------------------------------------------------------------------
@@ -444,8 +459,14 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p.add_argument(
         "--force",
         action="store_true",
-        help="move even if logins are disabled (an interrupted move) and replace "
-        "whatever the target holds for the user",
+        help="move even if logins are disabled or an earlier move's lease is still "
+        "running, and replace whatever the target holds for the user",
+    )
+    p.add_argument(
+        "--keep-old",
+        action="store_true",
+        help="leave the old copy on the old backend (default: delete it once the last "
+        "catch-up is verified)",
     )
 
     group = subparsers.add_parser("dns", help="export and edit a domain's DNS data")

@@ -11,7 +11,9 @@ server's separator) and copy verbatim between backends of one kind.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -275,7 +277,7 @@ def copy_folder(
     target: ImapClient,
     folder: Folder,
     after: FolderCopy | None = None,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
     into: bytes | None = None,
 ) -> FolderCopy:
     """Copy ``folder``'s messages (those above ``after.last_uid`` when catching up).
@@ -304,5 +306,59 @@ def copy_folder(
         result.digests.extend(m.digest() for m in messages)
         result.last_uid = max(result.last_uid, uids[-1])
         if on_batch is not None:
-            on_batch(len(messages))
+            on_batch(len(messages), sum(len(m.body) for m in messages))
     return result
+
+
+def totals(client: ImapClient, folders: Sequence[Folder]) -> tuple[int, int]:
+    """Messages and octets in the selectable ``folders``, for progress; octets are 0 when
+    the server has no STATUS=SIZE (RFC 8438)."""
+    sized = "STATUS=SIZE" in client.capabilities
+    messages = octets = 0
+    for folder in folders:
+        if not folder.selectable:
+            continue
+        items = [b"(MESSAGES SIZE)"] if sized else [b"(MESSAGES)"]
+        response = client.run(b"STATUS", astring(folder.name, client.literal_plus), items)
+        for item in response.untagged:
+            tokens = parse_response(item)
+            if len(tokens) >= 3 and word(tokens[0]) == "STATUS" and isinstance(tokens[2], list):
+                values = dict(zip(map(word, tokens[2][::2]), tokens[2][1::2], strict=False))
+                messages += int(values.get("MESSAGES", b"0"))
+                octets += int(values.get("SIZE", b"0"))
+    return messages, octets
+
+
+def copy_missing(
+    source: ImapClient,
+    target: ImapClient,
+    folder: Folder,
+    into: bytes,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> int:
+    """Copy the messages of ``folder`` whose content ``into`` lacks; how many were copied.
+
+    Compared by the SHA-256 of the message bytes, counting duplicates, because flags on
+    the target may have changed since (the user kept working there) while content cannot.
+    """
+    present: Counter[str] = Counter()
+    if select(target, into).exists:
+        for uids in batches(message_sizes(target)):
+            present.update(hashlib.sha256(m.body).hexdigest() for m in fetch(target, uids))
+    unselect(target)
+    copied = 0
+    if not select(source, folder.name).exists:
+        return 0
+    for uids in batches(message_sizes(source)):
+        missing = []
+        for message in fetch(source, uids):
+            key = hashlib.sha256(message.body).hexdigest()
+            if present[key]:
+                present[key] -= 1
+            else:
+                missing.append(message)
+        append(target, into, missing)
+        copied += len(missing)
+        if on_batch is not None and missing:
+            on_batch(len(missing), sum(len(m.body) for m in missing))
+    return copied

@@ -34,10 +34,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.configschema import ConfigError
+from directory import movestate
 from directory.mailstores import mailstore_for
 from directory.model import means_disabled
 from directory.provision import ProvisionError, Refused, Unavailable
@@ -47,21 +48,41 @@ from directory.provision.folders import (
     Folder,
     FolderCopy,
     copy_folder,
+    copy_missing,
     create_folder,
     digests,
     list_folders,
     listed,
     namespace,
     summary,
+    totals,
     wipe,
 )
 from directory.provision.imapclient import ImapClient
-from directory.provision.ldapwrite import DELETE, REPLACE, LdapWriter
-from directory.provision.users import DISABLED_VALUE, User, find_user
+from directory.provision.ldapwrite import ADD, DELETE, REPLACE, LdapWriter
+from directory.provision.users import User, find_user
 from directory.settings import ToolConfig
 
-#: Called after each copied batch with (messages copied so far, messages in total).
-Progress = Callable[[int, int], None]
+
+@dataclass(frozen=True, slots=True)
+class MoveProgress:
+    """Where a move is, for a progress bar or a JSON event: sent at each phase and after
+    every copied batch. ``bytes_total`` is 0 when the source cannot tell (no STATUS=SIZE)."""
+
+    uid: str
+    phase: str  # copy, verify, switched, catch-up, cleanup, done
+    folder: str | None
+    messages_done: int
+    messages_total: int
+    bytes_done: int
+    bytes_total: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"event": "progress", **{f: getattr(self, f) for f in self.__slots__}}
+
+
+Progress = Callable[[MoveProgress], None]
 
 
 @dataclass
@@ -103,12 +124,17 @@ class _Mover:
         self.progress = progress
         self.attr = settings.directory.disabled_attribute
         self.report = MoveReport(user.uid, user.host, target)
-        self.saved: list[str] = []
         self.disabled = False
         self.copies: dict[bytes, FolderCopy] = {}  # by source folder name
         self.placements: dict[bytes, Placement] = {}  # source name -> where it goes
         self.namespaces: tuple[Namespace, Namespace] | None = None  # source's, target's
         self.target_touched = False  # from the first CREATE/APPEND there, even if it failed
+        self.lease: movestate.MoveState | None = None
+        self.marker: movestate.MoveState | None = None
+        self.renewed = 0.0
+        self.started = time.monotonic()
+        self.phase = "copy"
+        self.done_messages = self.total_messages = self.done_bytes = self.total_bytes = 0
         self.source_store = mailstore_for(settings, user.host)
         self.target_store = mailstore_for(settings, target)
 
@@ -120,29 +146,58 @@ class _Mover:
             s.provision.admin_urls, s.admin_token, action, self.user.uid, strict
         )
 
-    # -- LDAP -----------------------------------------------------------------------------
+    # -- LDAP: the move's state, in the user's entry (directory.movestate) ------------------
 
     def disable(self) -> None:
-        entry = self.writer.get(self.user.dn, (self.attr,))
-        # A forced move of a user left disabled by an interrupted move must not restore that.
-        values = entry.values(self.attr) if entry else []
-        self.saved = [v for v in values if not means_disabled(v)]
-        self.writer.modify(self.user.dn, {self.attr: [(REPLACE, [DISABLED_VALUE])]})
+        """Take the lease: logins are refused while it lasts, and the copy renews it."""
+        self.lease = movestate.lease(self.target)
+        self.writer.modify(self.user.dn, {self.attr: [(ADD, [self.lease.value()])]})
+        self.renewed = time.monotonic()
         self.disabled = True
 
-    def _restore_ops(self) -> list[tuple[str, list[str]]]:
-        return [(REPLACE, self.saved)] if self.saved else [(DELETE, [])]
+    def renew(self) -> None:
+        if self.lease is None or time.monotonic() - self.renewed < movestate.RENEW_AFTER:
+            return
+        new = movestate.lease(self.target)
+        ops = [(DELETE, [self.lease.value()]), (ADD, [new.value()])]
+        self.writer.modify(self.user.dn, {self.attr: ops})
+        self.lease, self.renewed = new, time.monotonic()
 
     def enable(self) -> None:
-        self.writer.modify(self.user.dn, {self.attr: self._restore_ops()})
+        assert self.lease is not None
+        self.writer.modify(self.user.dn, {self.attr: [(DELETE, [self.lease.value()])]})
         self.disabled = False
 
     def switch(self) -> None:
+        """``mailHost`` to the target and the lease traded for the cleanup marker, in one
+        modify: there is no moment with the user enabled on the old host after the copy,
+        nor one where a crash would forget that the old host still has a copy."""
+        assert self.lease is not None
+        self.marker = movestate.cleanup(self.user.host)
         host_attr = self.settings.directory.host_attribute
-        self.writer.modify(
-            self.user.dn, {host_attr: [(REPLACE, [self.target])], self.attr: self._restore_ops()}
-        )
+        ops = [(DELETE, [self.lease.value()]), (ADD, [self.marker.value()])]
+        self.writer.modify(self.user.dn, {host_attr: [(REPLACE, [self.target])], self.attr: ops})
         self.disabled = False
+        self.event("switched")
+
+    def clear_marker(self) -> None:
+        if self.marker is not None:
+            self.writer.modify(self.user.dn, {self.attr: [(DELETE, [self.marker.value()])]})
+            self.marker = None
+
+    def event(self, phase: str, folder: bytes | None = None) -> None:
+        self.progress(
+            MoveProgress(
+                self.user.uid,
+                phase,
+                _shown(folder) if folder is not None else None,
+                self.done_messages,
+                self.total_messages,
+                self.done_bytes,
+                self.total_bytes,
+                time.monotonic() - self.started,
+            )
+        )
 
     # -- mail -----------------------------------------------------------------------------
 
@@ -168,27 +223,34 @@ class _Mover:
         create_folder(target, placement.target, folder.subscribed, placement.use)
         return placement.target
 
+    def _batch_done(self, messages: int, size: int) -> None:
+        self.done_messages += messages
+        self.done_bytes += size
+        self.renew()
+        self.event(self.phase)
+
     def copy_all(self, source: ImapClient, target: ImapClient) -> None:
         folders = list_folders(source)
-        total = sum(summary(source).values())
-        done = 0
-
-        def batch_done(n: int) -> None:
-            nonlocal done
-            done += n
-            self.progress(done, total)
-
+        self.total_messages, self.total_bytes = totals(source, folders)
         self.place(source, target, folders)
         self.target_touched = True
+        self.phase = "copy"
         for folder in folders:
             into = self._create(target, folder)
             if folder.selectable:
+                self.event("copy", folder.name)
                 self.copies[folder.name] = copy_folder(
-                    source, target, folder, None, batch_done, into
+                    source, target, folder, None, self._batch_done, into
                 )
 
-    def verify(self, target: ImapClient) -> None:
+    def verify(self, target: ImapClient, only: set[bytes] | None = None) -> None:
+        """Read the target back: per folder the count and the checksum over every message's
+        digest (body, flags, internal date) must be the copy's (``only``: those folders)."""
+        self.event("verify")
         for name, copy in self.copies.items():
+            if only is not None and name not in only:
+                continue
+            self.renew()
             into = self.placements[name].target
             found = digests(target, into)
             shown = _shown(name)
@@ -207,20 +269,44 @@ class _Mover:
                 "messages": copy.count,
                 "sha256": copy.checksum,
             }
-            self.report.messages += copy.count
+        self.report.messages = sum(f["messages"] for f in self.report.folders.values())
 
     def catch_up(self, source: ImapClient, target: ImapClient) -> None:
-        """Copy what arrived on the old backend after the copy (deliveries do not stop)."""
+        """Copy what reached the old backend since the copy (deliveries do not stop when
+        logins do), then verify the folders that got something."""
+        self.phase = "catch-up"
+        self.event("catch-up")
         folders = [f for f in list_folders(source) if f.selectable]
         self.place(source, target, folders)
+        grown = set()
         for folder in folders:
             before = self.copies.get(folder.name)
             if before is None:  # a folder made on the old backend during the move
                 self._create(target, folder)
             into = self.placements[folder.name].target
             count = before.count if before else 0
-            after = copy_folder(source, target, folder, before, None, into)
-            self.report.caught_up += after.count - count
+            after = copy_folder(source, target, folder, before, self._batch_done, into)
+            self.copies[folder.name] = after
+            if after.count != count:
+                self.report.caught_up += after.count - count
+                grown.add(folder.name)
+        if grown:
+            self.verify(target, grown)
+
+    def recover(self, source: ImapClient, target: ImapClient) -> None:
+        """After a move that died past its switch: copy whatever the old backend has that
+        the new one lacks, compared by content (the copy's own record died with it, and
+        the user may have changed flags on the new backend since)."""
+        self.phase = "catch-up"
+        self.event("catch-up")
+        folders = [f for f in list_folders(source) if f.selectable]
+        self.place(source, target, folders)
+        for folder in folders:
+            self._create(target, folder)
+            into = self.placements[folder.name].target
+            copied = copy_missing(source, target, folder, into, self._batch_done)
+            self.report.caught_up += copied
+            self.report.folders[_shown(folder.name)] = {"to": _shown(into), "copied": copied}
 
     # -- the whole move -------------------------------------------------------------------
 
@@ -255,8 +341,7 @@ class _Mover:
             message += "; " + "; ".join(notes)
         return cause.amended(message)
 
-    def run(self, force: bool) -> MoveReport:
-        started = time.monotonic()
+    def run(self, force: bool, keep_old: bool, stale: movestate.MoveState | None) -> MoveReport:
         source = self.source_store.open_user(self.user.uid)
         target: ImapClient | None = None
         try:
@@ -264,15 +349,24 @@ class _Mover:
             self.target_store.create(self.user.uid, self.user.quota_kb)
             target = self.target_store.open_user(self.user.uid)
             leftover = {k: v for k, v in summary(target).items() if v or k != "INBOX"}
-            if leftover:
+            if leftover and stale is not None and stale.host == self.target:
+                # The partial copy of a move that died before its switch: nobody reads it.
+                self.report.warnings.append(
+                    f"an interrupted move to {self.target} left {sum(leftover.values())} "
+                    "messages there; they were removed and the move starts again"
+                )
+                wipe(target)
+            elif leftover:
                 if not force:
                     raise Refused(
                         f"{self.target} already holds a mailbox for {self.user.uid} "
-                        f"({sum(leftover.values())} messages in {len(leftover)} folders, "
-                        "perhaps from an interrupted move); --force replaces it"
+                        f"({sum(leftover.values())} messages in {len(leftover)} folders); "
+                        "--force replaces it"
                     )
                 wipe(target)
             try:
+                if stale is not None:
+                    self.writer.modify(self.user.dn, {self.attr: [(DELETE, [stale.value()])]})
                 self.disable()
                 self._proxies("flush", strict=True)
                 self._proxies("kick", strict=True)
@@ -283,35 +377,73 @@ class _Mover:
                 cause = exc if isinstance(exc, ProvisionError) else _unexpected(exc)
                 raise self.rollback(cause, target) from (None if cause is exc else exc)
             self._proxies("flush", strict=False)
-            self._finish(source, target)
+            # Deliveries that looked up the old route just before the switch may still be
+            # arriving there: give them a moment, then take whatever came.
+            time.sleep(self.settings.provision.move_settle)
+            self._finish(source, target, keep_old, self.catch_up)
         finally:
             for client in (source, target):
                 if client is not None:
                     client.logout()
-        self.report.seconds = time.monotonic() - started
+        self.report.seconds = time.monotonic() - self.started
         return self.report
 
-    def _finish(self, source: ImapClient, target: ImapClient) -> None:
+    def resume(self, keep_old: bool) -> MoveReport:
+        """Finish a move that died after its switch: the user is on the target already."""
+        source = self.source_store.open_user(self.user.uid)
         try:
-            self.catch_up(source, target)
+            target = self.target_store.open_user(self.user.uid)
+            try:
+                self._finish(source, target, keep_old, self.recover)
+            finally:
+                target.logout()
+        finally:
+            source.logout()
+        self.report.seconds = time.monotonic() - self.started
+        return self.report
+
+    def _finish(
+        self,
+        source: ImapClient,
+        target: ImapClient,
+        keep_old: bool,
+        catch_up: Callable[[ImapClient, ImapClient], None],
+    ) -> None:
+        """Catch up, then delete the old copy; any failure keeps it, with the cleanup
+        marker left in the entry so that running the move again finishes the job."""
+        try:
+            catch_up(source, target)
         except ProvisionError as exc:
             self.report.warnings.append(
-                f"catching up mail delivered during the move failed ({exc}); "
-                f"the old copy on {self.user.host} is kept"
+                f"catching up mail delivered during the move failed ({exc}); the old copy "
+                f"on {self.user.host} is kept: run the same move again to finish it"
             )
             return
+        if keep_old:
+            self.clear_marker()
+            self.report.old_copy_kept_as = f"{self.user.host} (--keep-old)"
+            self.event("done")
+            return
+        self.phase = "cleanup"
+        self.event("cleanup")
         source.logout()  # its mailbox is about to go
         try:
             removal = self.source_store.delete(self.user.uid)
-            self.report.old_copy_deleted = removal.kept_as is None
-            if removal.kept_as is not None:
-                self.report.old_copy_kept_as = removal.kept_as
-                self.report.warnings.append(
-                    f"{self.user.host} keeps the old mailbox as {removal.kept_as} until it "
-                    "expires it (Cyrus delete_mode: delayed)"
-                )
         except ProvisionError as exc:
-            self.report.warnings.append(f"deleting the old copy on {self.user.host}: {exc}")
+            self.report.warnings.append(
+                f"deleting the old copy on {self.user.host}: {exc}; run the same move "
+                "again to finish it"
+            )
+            return
+        self.report.old_copy_deleted = removal.kept_as is None
+        if removal.kept_as is not None:
+            self.report.old_copy_kept_as = removal.kept_as
+            self.report.warnings.append(
+                f"{self.user.host} keeps the old mailbox as {removal.kept_as} until it "
+                "expires it (Cyrus delete_mode: delayed)"
+            )
+        self.clear_marker()
+        self.event("done")
 
 
 def _shown(name: bytes) -> str:
@@ -331,11 +463,14 @@ def move_user(
     target: str,
     force: bool = False,
     progress: Progress | None = None,
+    keep_old: bool = False,
 ) -> MoveReport:
     """Move ``login``'s mailbox to ``target`` (a mailHost value); see the module docstring.
 
-    ``force`` moves a user whose logins are already disabled (an interrupted move) and
-    replaces whatever the target holds for the user.
+    Run again after a move that died, it finishes that move (it had switched) or undoes
+    its partial copy and starts again (it had not). ``force`` moves a user whose logins
+    are disabled, or whose earlier move may still be running, and replaces whatever the
+    target holds for the user. ``keep_old`` leaves the old copy where it is.
     """
     if not settings.directory.disabled_attribute:
         raise ConfigError(
@@ -345,12 +480,37 @@ def move_user(
             "must be set for moves: logins are refused through it while mail is copied",
         )
     user = find_user(settings, writer, login)
+    entry = writer.get(user.dn, (settings.directory.disabled_attribute,))
+    found = movestate.states(entry.values(settings.directory.disabled_attribute) if entry else [])
+    cleanup = next((m for m in found if m.kind == movestate.CLEANUP), None)
+    lease = next((m for m in found if m.kind == movestate.LEASE), None)
+    report = progress or (lambda event: None)
     if user.host == target:
-        raise Refused(f"{user.uid} is on {target} already")
-    if user.login_disabled and not force:
+        if cleanup is None:
+            raise Refused(f"{user.uid} is on {target} already")
+        # The move switched and then died: finish it from the old host the marker names.
+        mover = _Mover(settings, writer, replace(user, host=cleanup.host), target, report)
+        mover.marker = cleanup
+        return mover.resume(keep_old)
+    if cleanup is not None:
+        raise Refused(
+            f"{user.uid} still has an old copy on {cleanup.host} from an earlier move: "
+            f"finish that first (mailfarm user move {user.uid} --to {user.host})"
+        )
+    if lease is not None and lease.live() and not force:
+        until = time.strftime("%H:%M:%S", time.localtime(lease.until))
+        raise Refused(
+            f"a move of {user.uid} to {lease.host} is running (its lease lasts until "
+            f"{until}); if its command died, run this again after then"
+        )
+    disabled_otherwise = any(
+        means_disabled(v) and movestate.parse(v) is None
+        for v in (entry.values(settings.directory.disabled_attribute) if entry else [])
+    )
+    if disabled_otherwise and not force:
         raise Refused(
             f"logins of {user.uid} are disabled ({settings.directory.disabled_attribute}): "
-            "a move is running or was interrupted; --force moves anyway"
+            "--force moves it anyway (and it stays disabled)"
         )
-    mover = _Mover(settings, writer, user, target, progress or (lambda done, total: None))
-    return mover.run(force)
+    mover = _Mover(settings, writer, user, target, report)
+    return mover.run(force, keep_old, lease)

@@ -57,6 +57,7 @@ def provision_sections(farm: Farm, **overrides: dict[str, Any]) -> dict[str, dic
             "master_separator": farm.master_separator,
             "default_ns": ["ns1.mailfarm.test"],
             "default_mx": ["mx1.mailfarm.test:10"],
+            "move_settle": 0.5,  # the default 5 s, for each of the tests' many moves, is long
         },
     }
     sections["backends"] = farm_backends(farm)  # type: ignore[assignment]

@@ -24,7 +24,7 @@ from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
 from directory.provision import Unavailable
 from directory.provision.imapdata import Message
 from directory.provision.ldapwrite import LdapWriter
-from directory.provision.move import move_user
+from directory.provision.move import MoveProgress, move_user
 from tests.integration import provision_helpers as helpers
 from tests.integration.provision_helpers import (
     ADMIN_TOKEN,
@@ -179,8 +179,8 @@ def test_interrupted_move_loses_nothing(
     settings = admin.settings
     seen: dict[str, str] = {}
 
-    def progress(done: int, total: int) -> None:
-        if done >= total // 2 and "stopped" not in seen:
+    def progress(event: MoveProgress) -> None:
+        if event.messages_done >= event.messages_total // 2 and "stopped" not in seen:
             # Meanwhile logins are refused with "being moved", through a real proxy...
             with pytest.raises(imaplib.IMAP4.error) as refused:
                 proxy_inbox(fresh_proxy, user["mail"], "pw")
@@ -259,11 +259,11 @@ def test_a_disabled_user_needs_force(farm: Farm, admin: Admin, domain: str) -> N
     user = add_user(admin, f"locked@{domain}", "pw", "--host", SOURCE)
     farm.ldap_modify(user["dn"], {DISABLED_ATTRIBUTE: ["TRUE"]})
     refused = admin.run("user", "move", user["uid"], "--to", TARGET, "--json")
-    assert refused.code == 1 and "interrupted" in refused.json["error"]
+    assert refused.code == 1 and "disabled" in refused.json["error"]
     moved = admin.ok("user", "move", user["uid"], "--to", TARGET, "--force")
     assert moved["to"] == TARGET
     shown = admin.ok("user", "show", user["uid"])
-    assert shown["login_disabled"] is False  # --force does not restore the stale lock
+    assert shown["login_disabled"] is True  # an operator's "user disable" outlives the move
 
 
 def test_mail_delivered_during_the_move_follows(farm: Farm, admin: Admin, domain: str) -> None:
@@ -272,9 +272,12 @@ def test_mail_delivered_during_the_move_follows(farm: Farm, admin: Admin, domain
     fill_mailbox(admin.settings, SOURCE, user["uid"], content)
     settings = admin.settings
     late = b"From: late@example.net\r\nSubject: delivered mid-move\r\n\r\nstill here\r\n"
+    sent: list[str] = []
 
-    def progress(done: int, total: int) -> None:
-        if done == 20:  # INBOX copied already: LMTP (which ignores the login switch) delivers
+    def progress(event: MoveProgress) -> None:
+        # INBOX copied already: LMTP (which ignores the login switch) delivers
+        if event.phase == "copy" and event.messages_done == 20 and "sent" not in sent:
+            sent.append("sent")
             farm.deliver(user["mail"], late, backend=NAME_OF[SOURCE])
 
     with LdapWriter(settings) as writer:

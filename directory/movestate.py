@@ -5,9 +5,10 @@ lives on the machine that ran it. It writes one value into ``[directory]
 disabled_attribute`` next to whatever values were there (which it never touches):
 
 * ``mailfarm-move to=<host> until=<unix time>`` while mail is copied: a *lease*. The
-  proxies refuse logins while it runs, and the mover renews it every
-  :data:`RENEW_AFTER` seconds; a mover that was killed stops renewing, so once ``until``
-  has passed logins work again on the old backend, which still has everything.
+  proxies refuse logins while it runs, and the mover renews it every quarter of its
+  length (``[provision] move_lease``, 120 s by default); a mover that was killed stops
+  renewing, so once ``until`` has passed logins work again on the old backend, which
+  still has everything.
 * ``mailfarm-move-cleanup from=<host>`` once ``mailHost`` points at the new backend: the
   old backend still holds a copy that a later run must catch up from and delete. It does
   not refuse logins.
@@ -24,9 +25,9 @@ from dataclasses import dataclass
 
 LEASE = "mailfarm-move"
 CLEANUP = "mailfarm-move-cleanup"
-#: Seconds one lease lasts, and how often a running move renews it.
+#: Seconds one lease lasts by default ([provision] move_lease); a running move renews it
+#: every quarter of that.
 LEASE_SECONDS = 120.0
-RENEW_AFTER = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,8 @@ class MoveState:
         return f"{CLEANUP} from={self.host}"
 
 
-def lease(target: str, now: float | None = None) -> MoveState:
-    return MoveState(LEASE, target, (time.time() if now is None else now) + LEASE_SECONDS)
+def lease(target: str, seconds: float = LEASE_SECONDS, now: float | None = None) -> MoveState:
+    return MoveState(LEASE, target, (time.time() if now is None else now) + seconds)
 
 
 def cleanup(source: str) -> MoveState:

@@ -88,6 +88,7 @@ PROVISION_KEYS = {
     "password_scheme": Key("str", "{SSHA512}"),
     "admin_urls": Key("strlist", ()),
     "move_settle": Key("float", 5.0),
+    "move_lease": Key("float", 120.0, positive),
 }
 
 
@@ -148,6 +149,7 @@ class ProvisionSettings:
     password_scheme: str
     admin_urls: tuple[str, ...]
     move_settle: float
+    move_lease: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,10 @@ class Mailstore:
         """Remove the mailbox and everything in it, telling truthfully what was kept."""
         raise NotImplementedError
 
+    def reset(self, uid: str) -> int:
+        """Leave the mailbox existing and empty (a partial copy undone); messages removed."""
+        raise NotImplementedError
+
     @staticmethod
     def lmtp_recipient(uid: str, address: str) -> str:
         """The RCPT TO this kind's LMTP server files into ``uid``'s INBOX."""

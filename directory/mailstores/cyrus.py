@@ -6,6 +6,8 @@ mailboxes ``user.<uid>``, made and removed by an admin (``admins:`` in imapd.con
   and ``INBOX.Sent``.
 * Creating: ``CREATE user.<uid>`` as the admin itself (a user cannot create its own INBOX
   when ``autocreate_quota`` is -1), then ``SETQUOTA`` when a quota is known.
+* Emptying (undoing a partial copy) is deleting and creating again: Cyrus refuses to
+  DELETE a special-use folder (``specialuse_protect``), even for its owner.
 * Deleting: admins have no ``x`` right on users' mailboxes by default, so the admin grants
   itself all rights first, then ``DELETE user.<uid>`` takes the folders below with it. With
   ``delete_mode: delayed`` Cyrus keeps the mailbox as ``DELETED.user.<uid>.<stamp>``
@@ -81,6 +83,13 @@ class Cyrus(Mailstore):
             admin.run(b"DELETE", arg)
             kept = _list(admin, b"DELETED." + name + b".*")
             return Removal(messages, kept[0].decode("utf-8", "replace") if kept else None)
+
+    def reset(self, uid: str) -> int:
+        """Delete and create again: Cyrus protects special-use folders from DELETE
+        (``specialuse_protect``), but not a whole user removed by its admin."""
+        removed = self.delete(uid).messages
+        self.create(uid)
+        return removed
 
     @staticmethod
     def lmtp_recipient(uid: str, address: str) -> str:

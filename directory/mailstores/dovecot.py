@@ -33,8 +33,11 @@ class Dovecot(Mailstore):
             ensure_inbox(client)
 
     def delete(self, uid: str) -> Removal:
+        return Removal(self.reset(uid))
+
+    def reset(self, uid: str) -> int:
         with self.open_user(uid) as client:
-            return Removal(wipe(client))
+            return wipe(client)
 
     @staticmethod
     def lmtp_recipient(uid: str, address: str) -> str:

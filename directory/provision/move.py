@@ -56,9 +56,9 @@ from directory.provision.folders import (
     namespace,
     summary,
     totals,
-    wipe,
 )
 from directory.provision.imapclient import ImapClient
+from directory.provision.imapdata import astring
 from directory.provision.ldapwrite import ADD, DELETE, REPLACE, LdapWriter
 from directory.provision.users import User, find_user
 from directory.settings import ToolConfig
@@ -150,15 +150,16 @@ class _Mover:
 
     def disable(self) -> None:
         """Take the lease: logins are refused while it lasts, and the copy renews it."""
-        self.lease = movestate.lease(self.target)
+        self.lease = movestate.lease(self.target, self.settings.provision.move_lease)
         self.writer.modify(self.user.dn, {self.attr: [(ADD, [self.lease.value()])]})
         self.renewed = time.monotonic()
         self.disabled = True
 
     def renew(self) -> None:
-        if self.lease is None or time.monotonic() - self.renewed < movestate.RENEW_AFTER:
+        length = self.settings.provision.move_lease
+        if self.lease is None or time.monotonic() - self.renewed < length / 4:
             return
-        new = movestate.lease(self.target)
+        new = movestate.lease(self.target, length)
         ops = [(DELETE, [self.lease.value()]), (ADD, [new.value()])]
         self.writer.modify(self.user.dn, {self.attr: ops})
         self.lease, self.renewed = new, time.monotonic()
@@ -220,7 +221,12 @@ class _Mover:
 
     def _create(self, target: ImapClient, folder: Folder) -> bytes:
         placement = self.placements[folder.name]
-        create_folder(target, placement.target, folder.subscribed, placement.use)
+        if placement.exists:  # the target's INBOX or special-use folder (Cyrus says NO to
+            if folder.subscribed:  # CREATE of an existing one, without ALREADYEXISTS)
+                target.run(b"SUBSCRIBE", astring(placement.target, target.literal_plus))
+        else:
+            create_folder(target, placement.target, folder.subscribed, placement.use)
+            self.placements[folder.name] = replace(placement, exists=True, use=None)
         return placement.target
 
     def _batch_done(self, messages: int, size: int) -> None:
@@ -314,8 +320,9 @@ class _Mover:
         notes = []
         still_disabled = False
         if target is not None and self.target_touched:
+            target.logout()  # Cyrus empties a mailbox by deleting it: not while it is open
             try:
-                wipe(target)
+                self.target_store.reset(self.user.uid)
             except ProvisionError as exc:
                 notes.append(
                     f"the partial copy on {self.target} stays ({exc}; "
@@ -355,15 +362,16 @@ class _Mover:
                     f"an interrupted move to {self.target} left {sum(leftover.values())} "
                     "messages there; they were removed and the move starts again"
                 )
-                wipe(target)
-            elif leftover:
-                if not force:
-                    raise Refused(
-                        f"{self.target} already holds a mailbox for {self.user.uid} "
-                        f"({sum(leftover.values())} messages in {len(leftover)} folders); "
-                        "--force replaces it"
-                    )
-                wipe(target)
+            elif leftover and not force:
+                raise Refused(
+                    f"{self.target} already holds a mailbox for {self.user.uid} "
+                    f"({sum(leftover.values())} messages in {len(leftover)} folders); "
+                    "--force replaces it"
+                )
+            if leftover:
+                target.logout()
+                self.target_store.reset(self.user.uid)
+                target = self.target_store.open_user(self.user.uid)
             try:
                 if stale is not None:
                     self.writer.modify(self.user.dn, {self.attr: [(DELETE, [stale.value()])]})

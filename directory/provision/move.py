@@ -33,6 +33,7 @@ served by a dedicated attribute from a small local schema (a BOOLEAN such as
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -297,7 +298,25 @@ class _Mover:
                 self.report.caught_up += after.count - count
                 grown.add(folder.name)
         if grown:
-            self.verify(target, grown)
+            self.verify_present(target, grown)
+
+    def verify_present(self, target: ImapClient, names: set[bytes]) -> None:
+        """After the switch the target gets new mail and the user may change flags there,
+        so a folder is checked for containing every message copied, by content."""
+        for name in names:
+            copy = self.copies[name]
+            into = self.placements[name].target
+            there = Counter(d.split("|", 1)[0] for d in digests(target, into))
+            wanted = Counter(d.split("|", 1)[0] for d in copy.digests)
+            missing = sum((wanted - there).values())
+            if missing:
+                raise Unavailable(
+                    f"verification failed: {missing} messages copied to folder "
+                    f"{_shown(into)} on {self.target} are not there"
+                )
+            shown = {"to": _shown(into), "sha256": copy.checksum}
+            self.report.folders.setdefault(_shown(name), shown)["messages"] = copy.count
+        self.report.messages = sum(f["messages"] for f in self.report.folders.values())
 
     def recover(self, source: ImapClient, target: ImapClient) -> None:
         """After a move that died past its switch: copy whatever the old backend has that

@@ -1,9 +1,10 @@
-"""A real, local mail farm for tests, the demo and the load tester: slapd, two Dovecots, a Cyrus.
+"""A real, local mail farm for tests, the demo and the load tester: slapd, two Dovecots, two Cyrus.
 
 Everything runs on loopback from one temporary directory: OpenLDAP on 127.0.0.1, two Dovecot
-backends, ``mail1`` on 127.0.0.2 and ``mail2`` on 127.0.0.3, and a Cyrus IMAP 3.6 backend
-``mail3`` on 127.0.0.4, with the same port numbers on all three so a user's ``mailHost`` alone
-says where to connect. No mocks: the proxy under test talks to the same daemons, with the same
+backends, ``mail1`` on 127.0.0.2 and ``mail2`` on 127.0.0.3, and two Cyrus IMAP 3.6 backends,
+``mail3`` on 127.0.0.4 (with users of its own) and ``mail4`` on 127.0.0.5 (empty, a target for
+moves), with the same port numbers on all of them so a user's ``mailHost`` alone says where to
+connect. No mocks: the proxy under test talks to the same daemons, with the same
 quirks, as in production; Cyrus is there because it differs (it knows users by uid only, and
 takes a front end's proxy login as SASL PLAIN authzid, see :mod:`bench.farm_cyrus`).
 
@@ -42,9 +43,14 @@ from bench.farm_proc import StartError, free_ports, stop_processes
 from bench.pki import Pki, make_pki
 
 BASE_DN = "dc=mailfarm,dc=test"
-BACKEND_HOSTS = {"mail1": "127.0.0.2", "mail2": "127.0.0.3", "mail3": "127.0.0.4"}
+BACKEND_HOSTS = {
+    "mail1": "127.0.0.2",
+    "mail2": "127.0.0.3",
+    "mail3": "127.0.0.4",
+    "mail4": "127.0.0.5",  # a second Cyrus, so moves can go Cyrus -> Cyrus
+}
 #: Which server each backend runs; ``Backend.kind`` carries it to tests and tools.
-BACKEND_KINDS = {"mail1": "dovecot", "mail2": "dovecot", "mail3": "cyrus"}
+BACKEND_KINDS = {"mail1": "dovecot", "mail2": "dovecot", "mail3": "cyrus", "mail4": "cyrus"}
 QUOTE_PASSWORD = 'p"a\\ss w0rd'
 _BULK_LOGIN = re.compile(r"u(?P<i>\d+)[@_]d\d[._]test")
 _START_ATTEMPTS = 3  # a port can be taken between choosing it and the daemon binding it
@@ -168,6 +174,7 @@ class Farm:
                     "mail1.mailfarm.test",
                     "mail2.mailfarm.test",
                     "mail3.mailfarm.test",
+                    "mail4.mailfarm.test",
                     "ldap.mailfarm.test",
                 ],
             )

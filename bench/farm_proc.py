@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 #: Every loopback address a farm daemon listens on; ports are checked free on all of them.
-FARM_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
+FARM_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 
 # Below the kernel's ephemeral range (32768+), so an outgoing connection's local port can
 # never steal a daemon's port while that daemon is being restarted by a test.

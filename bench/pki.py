@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: Addresses every farm certificate is valid for: LDAP lives on .1, the backends on .2/.3.
-FARM_IPS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4")
+FARM_IPS = ("127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,34 @@
-"""Moving a user's mailbox to another backend without losing a message or a flag.
+"""Moving a user's mailbox to another backend without losing a message, a flag or a folder.
 
 The order is the whole design:
 
-1. Log in as admin on both backends first, so a backend that is down stops the move before
-   anything changed. The target must hold nothing for the user (``--force`` wipes it).
-2. Refuse new logins (``[directory] disabled_attribute`` = ``TRUE``: the proxies answer
-   "being moved, try again"), then flush every proxy's route cache (so none serves the
-   cached, still-enabled route) and kick the user's open sessions.
-3. Copy every folder, message, flag and internal date (MULTIAPPEND + LITERAL+ batches),
-   with a digest per message taken from what was read.
-4. Verify: read the target back; per folder, the count and the checksum over the digests
-   must match.
-5. Switch ``mailHost`` and allow logins again **in one LDAP modify** (atomic: there is no
-   moment where the user is enabled on the old host after the copy); flush the proxies.
-6. Catch up: mail delivered to the old backend during the move (LMTP does not look at the
-   login switch) is copied over; only then is the old copy deleted.
+1. Log in on both backends first, so a backend that is down stops the move before anything
+   changed (the target's driver creates the mailbox where that is needed: Cyrus).
+2. Take the lease (:mod:`directory.movestate`) in ``[directory] disabled_attribute``: the
+   proxies answer "being moved, try again" and defer mail while it lasts; flush every
+   proxy's route cache and kick the user's open sessions. The copy renews the lease.
+3. Copy every folder under the target's spelling of its name (:mod:`.foldermap`), every
+   message, flag and internal date (MULTIAPPEND + LITERAL+ batches), keeping a digest per
+   message from what was read.
+4. Verify: per folder, count and checksum over the digests read back from the target.
+5. Switch ``mailHost`` and trade the lease for the cleanup marker **in one LDAP modify**
+   (no moment with the user enabled on the old host after the copy, none where a crash
+   would forget the old copy); flush the proxies.
+6. Settle (``[provision] move_settle``) for deliveries already under way to the old host,
+   catch up what reached it, and check every copied message is on the target; only then
+   delete the old copy (unless ``keep_old``) and the marker.
 
-Any failure in steps 2-5 rolls back: the partial copy on the target is wiped, logins are
-allowed again and caches flushed; the user stays on the old backend with everything there.
-After step 5 the move has happened: a failure to catch up or delete is a warning and the
-old copy is kept, never deleted with mail that may not have been copied.
+Any failure in steps 2-5 rolls back: the partial copy is removed, the lease too, caches are
+flushed; the user stays on the old backend with everything there. After step 5 the move
+has happened: a failure to catch up or delete is a warning, the old copy and the marker
+stay, and running the same move again finishes it (:meth:`_Mover.resume`). A move killed
+outright leaves the same states: before the switch an expiring lease (the rerun removes the
+partial copy and starts again), after it the marker.
 
-Which attribute refuses logins is ``[directory] disabled_attribute``; the move sets it to
-``TRUE`` (what :func:`directory.model.route_from_entry` reads as disabled, with yes/1/on) and
-afterwards puts back whatever values it had. None of the stock schemas (core, cosine,
-inetorgperson, nis, misc) has a boolean account-status attribute, so the test farm uses
-``description``, which every inetOrgPerson may carry; a production directory is better
-served by a dedicated attribute from a small local schema (a BOOLEAN such as
-``mailfarmLoginDisabled``), which nothing else will ever write.
+The attribute that refuses logins (``[directory] disabled_attribute``) must take strings:
+the farm uses ``description``; a production directory is better served by a dedicated
+attribute from a small local schema, which nothing else writes. Values that are not the
+move's own (an operator's ``TRUE`` from ``user disable``) are never touched.
 """
 
 from __future__ import annotations

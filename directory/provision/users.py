@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from ldap3.utils.dn import escape_rdn
 
 from common.configschema import ConfigError
+from directory import movestate
 from directory.mailstores import Removal, mailstore_for
 from directory.model import means_disabled, route_from_entry
 from directory.names import escape_filter_value
@@ -336,7 +337,7 @@ def set_login_disabled(
     "being moved, try again" and LMTP defers mail for it: meant for a suspension of hours
     or days (Postfix bounces after its maximal_queue_lifetime), not for closing an account.
     Values of the attribute that do not mean "disabled" are kept (the test farm borrows
-    ``description``); the disabling value goes first, since the proxies read the first.
+    ``description``), and so are a move's own (its lease, its cleanup marker).
     """
     attr = settings.directory.disabled_attribute
     if not attr:
@@ -349,7 +350,8 @@ def set_login_disabled(
     user = find_user(settings, writer, login)
     entry = writer.get(user.dn, (attr,))
     values = entry.values(attr) if entry else []
-    others = [v for v in values if not means_disabled(v)]
+    # A move's lease or cleanup marker is the move's business (directory.movestate).
+    others = [v for v in values if not means_disabled(v) or movestate.parse(v) is not None]
     wanted = [DISABLED_VALUE, *others] if disabled else others
     if wanted != values:
         writer.modify(user.dn, {attr: [(REPLACE, wanted)] if wanted else [(DELETE, [])]})

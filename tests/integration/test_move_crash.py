@@ -21,6 +21,7 @@ import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm
 from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, render_toml
+from directory.provision.ldapwrite import LdapWriter
 from tests.integration import provision_helpers as helpers
 from tests.integration.provision_helpers import (
     DISABLED_ATTRIBUTE,
@@ -209,3 +210,18 @@ def test_killed_during_cleanup_then_rerun(
         assert rerun.json["caught_up"] == 0 and rerun.json["old_copy_deleted"] is True
     assert_everything_on(farm, TARGET, user["uid"], content, on_cyrus)
     assert_gone_from(farm, SOURCE, user["uid"])
+
+
+def test_disable_and_enable_leave_a_moves_state_alone(
+    farm: Farm, crash_admin: Admin, domain: str
+) -> None:
+    """A running move's lease refuses logins too, but ``user enable`` must not take it
+    away (the move would go on copying while the user works on the old backend)."""
+    user = add_user(crash_admin, f"marked@{domain}", "pw", "--host", SOURCE)
+    lease = f"mailfarm-move to={TARGET} until={int(time.time()) + 600}"
+    farm.ldap_modify(user["dn"], {DISABLED_ATTRIBUTE: [lease]})
+    crash_admin.ok("user", "disable", user["uid"])
+    crash_admin.ok("user", "enable", user["uid"])
+    with LdapWriter(crash_admin.settings) as writer:
+        entry = writer.get(user["dn"], (DISABLED_ATTRIBUTE,))
+    assert entry is not None and entry.values(DISABLED_ATTRIBUTE) == [lease]

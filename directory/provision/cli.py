@@ -199,6 +199,9 @@ def user_show(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter
 
 
 def user_move(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
+    _check_move_selectors(args)
+    if args.login is None:
+        return _user_move_batch(args, settings, writer)
     from directory.provision.move import move_user
     from directory.provision.progressview import ProgressView
 
@@ -218,6 +221,85 @@ def user_move(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter
         lines.append(f"  old copy kept: {report.old_copy_kept_as}")
     _emit(args, report.as_dict(), lines)
     return EXIT_OK
+
+
+def _check_move_selectors(args: argparse.Namespace) -> None:
+    """Exactly one of LOGIN, --from, --list; the batch options only where they mean
+    something (a --limit on a fixed list, or a --domain without --from, would be ignored)."""
+    given = [
+        name
+        for name, value in (("LOGIN", args.login), ("--from", args.source), ("--list", args.list))
+        if value is not None
+    ]
+    if not given:
+        raise UsageError("user move: give a LOGIN, --from HOST or --list FILE")
+    if len(given) > 1:
+        raise UsageError(f"user move: {' and '.join(given)} exclude each other: give one")
+    for option, value in (("--limit", args.limit), ("--domain", args.domain)):
+        if value is not None and args.source is None:
+            raise UsageError(f"user move: {option} is for --from HOST")
+    if args.jobs is not None and args.login is not None:
+        raise UsageError("user move: --jobs is for --from HOST or --list FILE")
+    if args.source is not None and args.source == args.to:
+        raise UsageError(f"user move: --from and --to are both {args.to}")
+
+
+def _read_list(source: str) -> str:
+    try:
+        if source == "-":
+            return sys.stdin.read()
+        return Path(source).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--list {source}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _user_move_batch(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
+    from directory.provision.drain import (
+        DEFAULT_JOBS,
+        FAILED,
+        BatchView,
+        move_many,
+        parse_list,
+        select_source,
+    )
+
+    if args.list is not None:
+        logins = parse_list(_read_list(args.list))
+    else:
+        logins = select_source(settings, writer, args.source, args.domain, args.limit)
+    view = BatchView(sys.stderr, json_events=args.json)
+    report = move_many(
+        settings,
+        logins,
+        args.to,
+        source=args.source,
+        jobs=DEFAULT_JOBS if args.jobs is None else args.jobs,
+        force=args.force,
+        keep_old=args.keep_old,
+        progress=view.progress,
+        done=view.done,
+        note=view.note,
+    )
+    failed = [r for r in report.results if r.status == FAILED]
+    lines = [report.summary(), *(f"  {r.uid or r.login}: {r.error}" for r in failed)]
+    _emit(args, report.as_dict(), lines)
+    return report.exit_code()
+
+
+def _count(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number in [low, high] (argparse exits 2 otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{value}: must be {bound}")
+        return value
+
+    return parse
 
 
 def _verified(folders: dict[str, dict[str, Any]]) -> list[str]:
@@ -453,9 +535,58 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p.add_argument("--domain", metavar="D", help="only the users of domain D")
     p = _leaf(sub, "show", "show one user's entry", user_show, add_config)
     p.add_argument("login", help="uid or address")
-    p = _leaf(sub, "move", "move a mailbox to another backend", user_move, add_config)
-    p.add_argument("login", help="uid or address")
+    p = _leaf(
+        sub,
+        "move",
+        "move a mailbox to another backend, or many: drain a backend (--from) or a list",
+        user_move,
+        add_config,
+    )
+    p.description = (
+        "Move one user (LOGIN), every user of a backend (--from HOST: drain it), or the users "
+        "named in a file (--list FILE); exactly one of the three. A batch runs --jobs moves "
+        "at once; one user's failure does not stop the others, and each user's result is "
+        "reported (moved, skipped or failed) with a summary. A batch is resumable: run the "
+        "same command again and it continues (users moved are off the source, or skipped "
+        "as already there; a move interrupted mid-way is finished or undone). Exit status: "
+        "0 if every user moved or was skipped, else the worst failure's. With --json, a "
+        "batch prints one object (the summary and a list of users) on stdout, and every "
+        "move's progress events plus a user-done event per user as JSON lines on stderr."
+    )
+    p.add_argument(
+        "login", nargs="?", metavar="LOGIN", help="uid or address of the one user to move"
+    )
     p.add_argument("--to", required=True, metavar="HOST", help="the new mailHost")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="HOST",
+        help="move every user whose mailHost is HOST (by uid), and finish the moves from "
+        "HOST that were interrupted after their switch",
+    )
+    p.add_argument(
+        "--domain",
+        metavar="D",
+        help="with --from: only the users of domain D",
+    )
+    p.add_argument(
+        "--limit",
+        metavar="N",
+        type=_count(1),
+        help="with --from: at most N users this run (interrupted moves first, then by uid)",
+    )
+    p.add_argument(
+        "--list",
+        metavar="FILE",
+        help="move the users named in FILE (- = stdin): one uid or address a line, # starts "
+        "a comment; users already on --to are skipped",
+    )
+    p.add_argument(
+        "--jobs",
+        metavar="J",
+        type=_count(1, 16),  # drain.MAX_JOBS (not imported here: it loads ldap3)
+        help="with --from or --list: how many moves run at once (default 2, at most 16)",
+    )
     p.add_argument(
         "--force",
         action="store_true",

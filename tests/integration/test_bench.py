@@ -254,3 +254,19 @@ def test_backend_kinds_benchmark_reports_both_kinds(capsys: pytest.CaptureFixtur
     for report in reports:
         assert set(report["sessions_per_s"]) == {"direct", "password", "proxy"}
         assert all(rate > 0 for rate in report["sessions_per_s"].values())
+
+
+def test_moverate_benchmark_reports_both_copies(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import moverate
+
+    argv = ["--messages", "20", "--folders", "2", "--rounds", "1", "--size", "4KB", "--quiet"]
+    moverate.main(argv)
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["messages"], doc["move_settle_s"]) == (20, 0)
+    (move,), (copy,) = doc["runs"]["mailfarm"], doc["runs"]["imapsync_style"]
+    assert move["messages"] == copy["messages"] == 20
+    assert copy["identical"] is True  # the imapsync-style copy does the same job
+    for rates in (*doc["median"].values(), *doc["dovecot_cyrus_moves"]):
+        assert rates["messages_per_s"] > 0 and rates["mb_per_s"] > 0, rates
+    ratio = doc["ratio_mailfarm_to_imapsync_style"]
+    assert ratio["whole_move"] > 0 and ratio["copy_phase"] > 0

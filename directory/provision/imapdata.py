@@ -176,15 +176,23 @@ def astring(value: bytes, literal_plus: bool) -> list[bytes]:
 
 
 def join_pieces(parts: Sequence[list[bytes]]) -> list[bytes]:
-    """Concatenate argument pieces into the chunks to send, split where a "+" must come."""
-    chunks: list[bytes] = [b""]
+    """Concatenate argument pieces into the chunks to send, split where a "+" must come.
+
+    Each chunk is joined once from a list: a MULTIAPPEND of 500 messages with LITERAL+ is
+    one chunk of megabytes, and growing it with ``+=`` (a copy per message) made building
+    it quadratic: seconds of CPU for a batch that the network sends in a fraction of one.
+    """
+    chunks: list[bytes] = []
+    current: list[bytes] = []
     for i, pieces in enumerate(parts):
         if i:
-            chunks[-1] += b" "
-        chunks[-1] += pieces[0]
+            current.append(b" ")
+        current.append(pieces[0])
         for piece in pieces[1:]:
-            chunks.append(piece)
-    chunks[-1] += b"\r\n"
+            chunks.append(b"".join(current))
+            current = [piece]
+    current.append(b"\r\n")
+    chunks.append(b"".join(current))
     return chunks
 
 

@@ -140,7 +140,7 @@ COMMANDS = {"serve": cmd_serve, "check-config": cmd_check_config, "lookup": cmd_
 
 # Each module adds its own subcommands: ``register(subparsers, add_config)`` creates them and
 # sets ``func`` (args -> exit status) with ``set_defaults``. Errors it raises map as below.
-COMMAND_MODULES = ("proxy.smtp.cli", "directory.provision.cli", "bench.cli")
+COMMAND_MODULES = ("proxy.smtp.cli", "directory.provision.cli", "bench.cli", "web.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

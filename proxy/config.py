@@ -34,6 +34,7 @@ from directory.settings import (
     directory_settings,
     provision_settings,
 )
+from web.settings import WEB_KEYS, WebSettings, web_settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Listen = tuple[tuple[str, int], ...]
@@ -232,6 +233,7 @@ class Settings:
     admin: AdminSettings
     provision: ProvisionSettings
     backends: Backends
+    web: WebSettings
 
     @property
     def admin_token(self) -> str:
@@ -240,7 +242,7 @@ class Settings:
 
 
 #: Tables read by their own functions (which also resolve secrets and cross-check keys).
-OWN_READERS = ("directory", "provision")
+OWN_READERS = ("directory", "provision", "web")
 
 SECTIONS: dict[str, dict[str, Key]] = {
     "directory": DIRECTORY_KEYS,
@@ -253,6 +255,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "submission": SUBMISSION_KEYS,
     "admin": ADMIN_KEYS,
     "provision": PROVISION_KEYS,
+    "web": WEB_KEYS,
 }
 
 
@@ -307,6 +310,7 @@ def load_config(path: str | Path) -> Settings:
         admin=AdminSettings(**resolve_secret(path, "admin", tables["admin"], "token")),
         provision=provision,
         backends=backends_settings(path, doc.get("backends"), provision),
+        web=web_settings(path, doc.get("web"), tls.cert, tls.key),
     )
 
 

@@ -1,0 +1,36 @@
+"""Request bodies: unknown fields are refused (a typo must not be silently ignored)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_PASSWORD = 1024
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewUser(Body):
+    address: str = Field(max_length=320)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+    host: str | None = Field(default=None, max_length=253)
+    quota: int | None = Field(default=None, ge=0, description="KiB, [directory] quota_attribute")
+
+
+class NewPassword(Body):
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD)
+
+
+class Move(Body):
+    to: str = Field(min_length=1, max_length=253, description="the new mailHost")
+    force: bool = False
+    keep_old: bool = False
+
+
+class Record(Body):
+    value: str = Field(min_length=1, max_length=1024, description="e.g. '10 mx1.example.com'")
+
+
+class Kick(Body):
+    user: str = Field(min_length=1, max_length=320, description="uid or address")

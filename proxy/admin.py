@@ -30,6 +30,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -37,7 +38,8 @@ from urllib.parse import parse_qs, urlsplit
 from proxy.actions import Failure
 from proxy.config import Settings
 from proxy.metrics import Metrics
-from proxy.session import CoreEnv
+from proxy.relay import Relay
+from proxy.session import CoreEnv, SessionRecord
 
 log = logging.getLogger("mailfarm.admin")
 
@@ -173,6 +175,7 @@ class AdminServer:
             "/healthz": ("GET", self.get_healthz, True),
             "/flush": ("POST", self.post_flush, False),
             "/kick": ("POST", self.post_kick, False),
+            "/sessions": ("GET", self.get_sessions, False),  # names users: token only
         }
 
     async def listen(self, host: str, port: int) -> asyncio.Server:
@@ -410,7 +413,9 @@ class AdminServer:
         if request.method != method:
             raise HttpError(405, f"use {method}", (("Allow", method),))
         if not self._token and not public:
-            raise HttpError(403, "no [admin] token configured: only GET endpoints are served")
+            raise HttpError(
+                403, "no [admin] token configured: only /metrics and /healthz are served"
+            )
         return await handler(request)
 
     @staticmethod
@@ -455,20 +460,48 @@ class AdminServer:
         log.info("admin: kicked %d sessions of %s", kicked, user)
         return _json(200, {"kicked": kicked, "user": user})
 
-    def kick(self, user: str) -> int:
-        """Close every proxied session whose uid, address or login is ``user`` (any case)."""
-        name = user.lower()
+    async def get_sessions(self, request: Request) -> Response:
+        user = self._user(request, required=False)
+        now = time.monotonic()
+        listed = [
+            {
+                "protocol": record.protocol,
+                "uid": record.uid,
+                "mail": record.mail,
+                "client": f"{record.client.ip}:{record.client.port}",
+                "backend": record.backend,
+                "seconds": round(now - record.started, 1),
+                "worker": self.env.worker,
+            }
+            for _, record in self._proxied(user)
+        ]
+        return _json(200, {"sessions": listed, "user": user})
+
+    def _proxied(self, user: str | None) -> list[tuple[Relay, SessionRecord]]:
+        """The logged-in sessions, those whose uid, address or login is ``user`` (any case)
+        when it is given."""
+        name = user.lower() if user is not None else None
         sessions = self.env.sessions
-        kicked = 0
-        for relay in list(sessions.relays):  # kick() removes the relay from the set
+        out = []
+        for relay in list(sessions.relays):
             record = sessions.records.get(relay)
             if record is None:
                 continue
-            if name not in (record.uid.lower(), record.login.lower(), record.mail.lower()):
+            if name is not None and name not in (
+                record.uid.lower(),
+                record.login.lower(),
+                record.mail.lower(),
+            ):
                 continue
+            out.append((relay, record))
+        return out
+
+    def kick(self, user: str) -> int:
+        """Close every proxied session whose uid, address or login is ``user`` (any case)."""
+        found = self._proxied(user)
+        for relay, record in found:  # kick() removes the relay from the set
             relay.kick(self._goodbyes.get(record.protocol, b""))
-            kicked += 1
-        return kicked
+        return len(found)
 
 
 async def start(settings: Settings, env: CoreEnv) -> list[asyncio.AbstractServer]:

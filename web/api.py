@@ -237,12 +237,16 @@ def build_router(settings: ToolConfig, jobs: Jobs) -> APIRouter:
     def sessions(
         who: Caller, user: Annotated[str | None, Query(max_length=320)] = None
     ) -> dict[str, Any]:
+        from directory.provision.adminapi import gather_sessions
+
         require(who, "sessions.read")
-        raise Problem(
-            501,
-            "listing sessions needs an admin endpoint the proxies do not have yet "
-            "(they offer /metrics, /healthz, /flush and /kick)",
+        found, missed = gather_sessions(
+            settings.provision.admin_urls, settings.admin_token, user
         )
+        return {
+            "sessions": found,
+            "unreachable": [{"instance": url, "problem": why} for url, why in missed],
+        }
 
     @router.post("/sessions/kick", summary="end a user's sessions on every instance")
     def kick(who: Caller, body: Kick) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from here, "refused" cannot be told apart from "listening elsewhere" or "a firew
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -116,3 +117,36 @@ def tell_every_instance(
     reached = tuple(url for url, problem in zip(unique, problems, strict=True) if problem is None)
     missed = tuple((url, problem) for url, problem in zip(unique, problems, strict=True) if problem)
     return Notified(reached, missed)
+
+
+def gather_sessions(
+    urls: Sequence[str], token: str, user: str | None = None
+) -> tuple[list[dict[str, object]], tuple[tuple[str, str], ...]]:
+    """Every instance's logged-in sessions (of ``user`` when given), each tagged with the
+    instance it is on; and the instances that could not say (URL, what went wrong)."""
+
+    def one(base: str) -> list[dict[str, object]] | str:
+        query = "?" + urllib.parse.urlencode({"user": user}) if user else ""
+        request = urllib.request.Request(f"{base.rstrip('/')}/sessions{query}")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+                listed = json.loads(answer.read(1 << 24))["sessions"]
+        except urllib.error.HTTPError as exc:
+            return f"sessions on {base}: HTTP {exc.code} {exc.reason}"
+        except urllib.error.URLError as exc:
+            return f"sessions on {base}: {exc.reason}"
+        except (TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
+            return f"sessions on {base}: {exc or type(exc).__name__}"
+        return [{**entry, "instance": base} for entry in listed]
+
+    unique = list(dict.fromkeys(urls))
+    if not unique:
+        return [], ()
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(unique))) as pool:
+        answers = list(pool.map(one, unique))
+    found = [entry for answer in answers if isinstance(answer, list) for entry in answer]
+    pairs = zip(unique, answers, strict=True)
+    missed = tuple((url, answer) for url, answer in pairs if isinstance(answer, str))
+    return found, missed

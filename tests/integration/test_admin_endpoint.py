@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.farm import Farm
 from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
+from directory.provision.adminapi import gather_sessions
 from tests.integration.imapwire import Wire
 
 TOKEN = "s3cret-admin-token"
@@ -64,6 +65,15 @@ def test_metrics_kick_and_flush(farm: Farm, tmp_path: Path) -> None:
             assert sample(body, logins, protocol="imap", outcome="auth-failed") >= 1
             assert sample(body, "mailfarm_sessions", protocol="imap", state="proxied") == 1
             assert sample(body, "mailfarm_backend_connect_seconds_count", protocol="imap") >= 2
+            # Who is logged in where, as the admin tool and the web API gather it.
+            url = f"http://127.0.0.1:{admin}"
+            found, missed = gather_sessions([url, "http://127.0.0.1:9"], TOKEN, alice.address)
+            assert [(s["uid"], s["protocol"], s["instance"]) for s in found] == [
+                (alice.uid, "imap", url)
+            ]
+            assert found[0]["backend"].startswith(farm.backend_of(alice).host)
+            assert [u for u, _ in missed] == ["http://127.0.0.1:9"]
+            assert call(admin, "GET", "/sessions", token=None)[0] in (401, 403)
             # Kicking needs the token; then alice's session is told and closed.
             assert call(admin, "POST", f"/kick?user={alice.uid}", token=None)[0] in (401, 403)
             status, body = call(admin, "POST", f"/kick?user={alice.address}")

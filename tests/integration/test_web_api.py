@@ -310,7 +310,8 @@ def test_problems_and_hostile_input(web: WebServer, domains: tuple[str, str]) ->
             yield b"x" * 65536
 
     problem(api.post("/api/v1/users", content=chunks()), 413)
-    problem(api.get("/api/v1/sessions", params={"user": "x"}), 501)
+    listed = api.get("/api/v1/sessions", params={"user": "x"})  # no admin_urls configured
+    assert listed.status_code == 200 and listed.json() == {"sessions": [], "unreachable": []}
     problem(web.client("customer").get("/api/v1/sessions"), 403)
     problem(api.get("/api/v1/jobs/nosuchjob"), 404)
 

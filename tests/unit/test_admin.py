@@ -227,6 +227,15 @@ async def test_kick_closes_that_users_sessions_with_each_protocols_goodbye(
         alice_imap[1].write(b"a1 NOOP\r\n")  # the relay really relays
         assert await asyncio.wait_for(alice_imap[2].readline(), 5) == b"a1 NOOP\r\n"
         assert (await request(port, "GET", "/healthz"))[1]["proxied"] == 3
+        status, body = await request(port, "GET", "/sessions")
+        assert status == 200 and len(body["sessions"]) == 3
+        status, body = await request(port, "GET", "/sessions?user=alice_example_co_uk")
+        listed = sorted((s["protocol"], s["uid"], s["client"]) for s in body["sessions"])
+        assert listed == [
+            ("imap", "alice_example_co_uk", "127.0.0.1:1"),
+            ("pop3", "alice_example_co_uk", "127.0.0.1:1"),
+        ]
+        assert (await request(port, "GET", "/sessions?usr=x"))[0] == 400
 
         status, body = await request(port, "POST", "/kick?user=ALICE@example.co.uk")
         assert (status, body) == (200, {"kicked": 1, "user": "ALICE@example.co.uk"})

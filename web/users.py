@@ -13,7 +13,7 @@ from directory.names import escape_filter_value
 from directory.provision import NotFound
 from directory.provision.dnsstore import domain_dn
 from directory.provision.ldapwrite import LdapWriter
-from directory.provision.users import _attributes, _user
+from directory.provision.users import user_attributes, user_from_entry
 from directory.settings import ToolConfig
 
 PAGE_SIZE = 50
@@ -46,8 +46,9 @@ def users_page(
     if chosen:
         wanted = "".join(f"(mail={escape_filter_value(mail)})" for mail, _ in chosen if mail)
         dns = {dn for _, dn in chosen}
-        entries = writer.search(base, f"(&{_USERS}(|{wanted}))", "sub", _attributes(settings))
-        users = sorted((_user(e, settings) for e in entries if e.dn in dns), key=lambda u: u.mail)
+        entries = writer.search(base, f"(&{_USERS}(|{wanted}))", "sub", user_attributes(settings))
+        page_users = (user_from_entry(e, settings) for e in entries if e.dn in dns)
+        users = sorted(page_users, key=lambda u: u.mail)
     return {
         "domain": domain,
         "q": q,

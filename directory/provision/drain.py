@@ -47,7 +47,7 @@ from directory.provision.dns import check_domain
 from directory.provision.dnsstore import domain_dn
 from directory.provision.ldapwrite import LdapWriter
 from directory.provision.move import MoveProgress, MoveReport, Progress, move_user
-from directory.provision.users import _attributes, _user, find_user
+from directory.provision.users import find_user, user_attributes, user_from_entry
 from directory.settings import ToolConfig
 
 #: How many moves may run at once: each holds two IMAP sessions (one per backend) and
@@ -127,12 +127,12 @@ def select_source(
     else:
         base = writer.base
     try:
-        entries = list(writer.search(base, search_filter, "sub", _attributes(settings)))
+        entries = list(writer.search(base, search_filter, "sub", user_attributes(settings)))
     except NotFound:  # a domain without its ou=users yet
         entries = []
     picked: list[tuple[bool, str]] = []
     for entry in entries:
-        user = _user(entry, settings)
+        user = user_from_entry(entry, settings)
         if not user.uid:
             continue
         states = movestate.states(entry.values(d.disabled_attribute))

@@ -84,7 +84,7 @@ class User:
         }
 
 
-def _user(entry: Entry, settings: ToolConfig) -> User:
+def user_from_entry(entry: Entry, settings: ToolConfig) -> User:
     d = settings.directory
     route = route_from_entry(entry.dn, entry.attrs, d.host_attribute, "", d.disabled_attribute)
     return User(
@@ -102,7 +102,7 @@ def _quota(value: str | None) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
 
-def _attributes(settings: ToolConfig) -> tuple[str, ...]:
+def user_attributes(settings: ToolConfig) -> tuple[str, ...]:
     d = settings.directory
     names = ("uid", "mail", d.host_attribute, d.disabled_attribute, d.quota_attribute)
     return tuple(a for a in names if a)
@@ -112,13 +112,13 @@ def find_user(settings: ToolConfig, writer: LdapWriter, login: str) -> User:
     """The one user a uid or address names; NotFound, or Refused if it is ambiguous."""
     value = escape_filter_value(login.strip().lower())
     found = list(
-        writer.search(writer.base, USER_FILTER.format(value), "sub", _attributes(settings))
+        writer.search(writer.base, USER_FILTER.format(value), "sub", user_attributes(settings))
     )
     if not found:
         raise NotFound(f"{login}: no such user")
     if len(found) > 1:
         raise Refused(f"{login} names {len(found)} entries: {', '.join(e.dn for e in found)}")
-    return _user(found[0], settings)
+    return user_from_entry(found[0], settings)
 
 
 def user_exists(settings: ToolConfig, writer: LdapWriter, *logins: str) -> User | None:
@@ -151,9 +151,9 @@ def list_users(settings: ToolConfig, writer: LdapWriter, domain: str | None = No
         base = writer.base
     try:
         entries = writer.search(
-            base, "(objectClass=inetLocalMailRecipient)", "sub", _attributes(settings)
+            base, "(objectClass=inetLocalMailRecipient)", "sub", user_attributes(settings)
         )
-        users = [_user(e, settings) for e in entries]
+        users = [user_from_entry(e, settings) for e in entries]
     except NotFound:
         users = []
     return sorted(users, key=lambda u: u.mail)

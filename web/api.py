@@ -16,7 +16,7 @@ from directory.provision.ldapwrite import REPLACE, LdapWriter
 from directory.settings import ToolConfig
 from web.auth import authenticate, require, require_domain
 from web.jobs import Jobs
-from web.models import Kick, Move, NewPassword, NewUser, Record
+from web.models import Kick, Move, NewDomain, NewPassword, NewUser, Record
 from web.problems import Problem
 from web.tokens import Principal
 from web.users import user_dict, users_page
@@ -63,6 +63,55 @@ def build_router(settings: ToolConfig, jobs: Jobs) -> APIRouter:
         if not who.owns(user.mail.rpartition("@")[2]):
             raise Problem(404, f"{login}: no such user")
         return user
+
+    # -- domains ------------------------------------------------------------------------
+
+    def own_domain(who: Principal, writer: LdapWriter, name: str) -> dict[str, Any]:
+        from directory.provision.dns import check_domain
+        from directory.provision.domains import list_domains
+
+        wanted = check_domain(name)
+        hidden = f"domain {wanted}: no such domain"
+        require_domain(who, "domains.read", wanted, hidden)
+        for domain in list_domains(writer):
+            if domain.name == wanted:
+                return domain.as_dict()
+        raise Problem(404, hidden)
+
+    @router.get("/domains", summary="the domains (a domain admin: its own), with user counts")
+    def list_domains(who: Caller) -> dict[str, Any]:
+        from directory.provision.domains import list_domains as every
+
+        require(who, "domains.read")
+        with ldap() as writer:
+            domains = [d.as_dict() for d in every(writer) if who.owns(d.name)]
+        return {"domains": domains}
+
+    @router.post("/domains", status_code=201, summary="add a domain: its branch and DNS data")
+    def add_domain(who: Caller, body: NewDomain) -> dict[str, Any]:
+        from directory.provision.domains import add_domain as add
+
+        require(who, "domains.add")
+        with ldap() as writer:
+            made = add(settings, writer, body.name, body.mx, body.ns, body.a, date.today())
+        return made.as_dict()
+
+    @router.get("/domains/{domain}", summary="one domain and its number of users")
+    def get_domain(who: Caller, domain: Domain) -> dict[str, Any]:
+        with ldap() as writer:
+            return own_domain(who, writer, domain)
+
+    @router.delete("/domains/{domain}", summary="delete a domain (refused while it has users)")
+    def delete_domain(
+        who: Caller, domain: Domain, force: Annotated[bool, Query()] = False
+    ) -> dict[str, Any]:
+        from directory.provision.domains import delete_domain as delete
+
+        with ldap() as writer:
+            own_domain(who, writer, domain)  # 404 before 403: nothing said of others' names
+            require(who, "domains.delete")
+            gone, users, warnings = delete(settings, writer, domain, force)
+        return {**gone.as_dict(), "deleted_users": [u.mail for u in users], "warnings": warnings}
 
     # -- users --------------------------------------------------------------------------
 

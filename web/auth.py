@@ -13,6 +13,9 @@ from web.tokens import ADMIN, DOMAIN_ADMIN, HELPDESK, Principal, Tokens
 
 # action -> roles allowed (a domain-admin also only within its domains)
 RULES: dict[str, tuple[str, ...]] = {
+    "domains.read": (ADMIN, HELPDESK, DOMAIN_ADMIN),
+    "domains.add": (ADMIN, HELPDESK),  # "a domain by just a few clicks", but not its deletion
+    "domains.delete": (ADMIN,),
     "users.read": (ADMIN, HELPDESK, DOMAIN_ADMIN),
     "users.write": (ADMIN, HELPDESK, DOMAIN_ADMIN),  # add, password, disable/enable
     "users.delete": (ADMIN, DOMAIN_ADMIN),

@@ -34,3 +34,10 @@ class Record(Body):
 
 class Kick(Body):
     user: str = Field(min_length=1, max_length=320, description="uid or address")
+
+
+class NewDomain(Body):
+    name: str = Field(min_length=1, max_length=253, description="e.g. example.co.uk")
+    mx: list[str] = Field(default=[], max_length=16, description="HOST:PRIO, else defaults")
+    ns: list[str] = Field(default=[], max_length=16, description="HOST, else defaults")
+    a: list[str] = Field(default=[], max_length=64, description="NAME:IP, @ for the apex")

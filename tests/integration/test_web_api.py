@@ -316,11 +316,39 @@ def test_problems_and_hostile_input(web: WebServer, domains: tuple[str, str]) ->
     problem(api.get("/api/v1/jobs/nosuchjob"), 404)
 
 
+def test_domains(web: WebServer, domains: tuple[str, str]) -> None:
+    a, b = domains
+    api, helpdesk, customer = web.client("admin"), web.client("helpdesk"), web.client("customer")
+    new = f"web-c-{secrets.token_hex(3)}.co.uk"
+    made = helpdesk.post("/api/v1/domains", json={"name": new.upper(), "mx": ["mx9.test:5"]})
+    assert made.status_code == 201 and made.json()["domain"] == new, made.text
+    problem(helpdesk.post("/api/v1/domains", json={"name": new}), 409)  # exists already
+    problem(helpdesk.post("/api/v1/domains", json={"name": "not a domain"}), 422)
+    problem(customer.post("/api/v1/domains", json={"name": "x-" + new}), 403)
+    listed = {d["domain"] for d in api.get("/api/v1/domains").json()["domains"]}
+    assert {a, b, new} <= listed
+    assert [d["domain"] for d in customer.get("/api/v1/domains").json()["domains"]] == [a]
+    assert customer.get(f"/api/v1/domains/{a}").json() == api.get(f"/api/v1/domains/{a}").json()
+    problem(customer.get(f"/api/v1/domains/{b}"), 404)  # as if it did not exist
+    problem(customer.delete(f"/api/v1/domains/{b}"), 404)
+    problem(customer.delete(f"/api/v1/domains/{a}"), 403)
+    problem(helpdesk.delete(f"/api/v1/domains/{new}"), 403)
+    zone = api.get(f"/api/v1/domains/{new}/dns").json()
+    assert "mx9.test" in str(zone)
+    gone = api.delete(f"/api/v1/domains/{new}")
+    assert gone.status_code == 200 and gone.json()["domain"] == new
+    problem(api.get(f"/api/v1/domains/{new}"), 404)
+
+
 def test_openapi_lists_every_route(web: WebServer) -> None:
     for path in ("/openapi.json", "/api/v1/openapi.json"):
         doc = httpx.get(web.url + path).json()
         routes = {(p, m.upper()) for p, methods in doc["paths"].items() for m in methods}
         assert routes == {
+            ("/api/v1/domains", "GET"),
+            ("/api/v1/domains", "POST"),
+            ("/api/v1/domains/{domain}", "GET"),
+            ("/api/v1/domains/{domain}", "DELETE"),
             ("/api/v1/domains/{domain}/users", "GET"),
             ("/api/v1/users", "POST"),
             ("/api/v1/users/{address}", "GET"),

@@ -134,11 +134,13 @@ class Server:
         self.directory.close()
 
     async def run(self) -> int:
-        await self.start()
+        # Handlers first: a reload or stop sent the moment the listeners accept (a deploy
+        # script, systemd) must not meet the default action, which kills the process.
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.start()
         log.info("mailfarm ready")
         await self.stopping.wait()
         await self.drain()

@@ -1,22 +1,49 @@
 """``make demo``: the local farm with mailfarm in front, ready for a real mail client.
 
-Starts slapd and two Dovecot backends on loopback, then ``mailfarm serve`` in front of them,
-prints where to point a client and who can log in, and runs until Ctrl-C. ``--check`` logs
-in once through the proxy as every demo user and exits (used by the test suite, so the
-README's first command is known to work).
+Starts slapd, the Dovecot and Cyrus backends on loopback, then ``mailfarm serve`` in front
+of them and ``mailfarm web`` (the REST API, with a demo token per role), prints where to
+point a client and who can log in, and runs until Ctrl-C. ``--check`` logs in once through
+the proxy as every demo user, asks the REST API for the domains, and exits (used by the test
+suite, so the README's first command is known to work).
 """
 
 from __future__ import annotations
 
 import argparse
 import imaplib
+import json
+import secrets
 import signal
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 from bench.farm import Farm
-from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, farm_provision, free_port
+
+ROLES = ("admin", "helpdesk")
+
+
+def start_api(farm: Farm, workdir: Path) -> tuple[MailfarmProcess, str, dict[str, str]]:
+    """``mailfarm web`` for the farm, with one demo token per role (the domain admin owns
+    example.com); the tokens file lives in the demo's temporary directory."""
+    port = free_port()
+    tokens = {role: secrets.token_urlsafe(18) for role in (*ROLES, "domain-admin")}
+    lines = [f"{role} {tokens[role]}" for role in ROLES]
+    lines.append(f"domain-admin {tokens['domain-admin']} example.com")
+    tokens_file = workdir / "api-tokens"
+    tokens_file.write_text("\n".join(lines) + "\n")
+    tokens_file.chmod(0o600)
+    sections = farm_config(farm, ProxyPorts())
+    sections = {
+        "directory": sections["directory"],
+        "backends": sections["backends"],
+        "provision": farm_provision(farm),
+        "web": {"listen": [f"127.0.0.1:{port}"], "api_tokens_file": str(tokens_file)},
+    }
+    proc = MailfarmProcess(workdir, sections, "demo-web", command="web").start()
+    return proc, f"http://127.0.0.1:{port}/api/v1", tokens
 
 
 def describe(farm: Farm, ports: ProxyPorts, proc: MailfarmProcess) -> str:
@@ -61,6 +88,17 @@ def check(farm: Farm, ports: ProxyPorts) -> int:
     return 0
 
 
+def check_api(url: str, token: str) -> int:
+    request = urllib.request.Request(f"{url}/domains", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=15) as answer:
+        domains = [d["domain"] for d in json.load(answer)["domains"]]
+    if "example.co.uk" not in domains:
+        print(f"demo check FAILED: the REST API lists {domains}", file=sys.stderr)
+        return 1
+    print(f"demo check: the REST API at {url} lists {len(domains)} domains")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="log in once per user and exit")
@@ -68,10 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     with Farm() as farm, tempfile.TemporaryDirectory(prefix="mailfarm-demo-") as tmp:
         ports = ProxyPorts()
         proc = MailfarmProcess(Path(tmp), farm_config(farm, ports), "demo").start()
+        api: MailfarmProcess | None = None
         try:
+            api, url, tokens = start_api(farm, Path(tmp))
             if args.check:
-                return check(farm, ports)
+                return check(farm, ports) or check_api(url, tokens["admin"])
             print(describe(farm, ports, proc), flush=True)
+            print(
+                f"\nREST API: {url}  (OpenAPI: {url}/openapi.json)\n"
+                + "".join(f"  {role:13} token {token}\n" for role, token in tokens.items())
+                + f"Try:    curl -H 'Authorization: Bearer {tokens['admin']}' {url}/domains",
+                flush=True,
+            )
             try:
                 while True:
                     signal.pause()
@@ -81,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 return 0
         finally:
+            if api is not None:
+                api.stop()
             proc.stop()
 
 

@@ -52,6 +52,23 @@ def render_toml(sections: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def farm_provision(farm: Farm) -> dict[str, Any]:
+    """``[provision]`` for the admin tool against ``farm``: slapd's rootdn for writes, the
+    farm's backends for new users, its Dovecot master user."""
+    mail1, mail2 = farm.backends["mail1"], farm.backends["mail2"]
+    return {
+        "bind_dn": farm.admin_dn,
+        "bind_password": farm.admin_password,
+        "hosts": [mail1.host, mail2.host],
+        "backend_imap_port": mail1.imap_port,
+        "master_user": farm.master_user,
+        "master_password": farm.master_password,
+        "master_separator": farm.master_separator,
+        "default_ns": ["ns1.mailfarm.test"],
+        "default_mx": ["mx1.mailfarm.test:10"],
+    }
+
+
 def farm_backends(farm: Farm) -> list[dict[str, Any]]:
     """``[[backends]]`` for every backend of the farm: its kind, the proxy user that can
     vouch for users there (Cyrus ``proxyservers``, a Dovecot master user) and its admin."""
@@ -127,9 +144,17 @@ def farm_config(
 
 
 class MailfarmProcess:
-    """``mailfarm serve`` with a generated config; waits until every listener accepts."""
+    """``mailfarm serve`` (or ``web``) with a generated config; waits until every listener
+    accepts."""
 
-    def __init__(self, workdir: Path, sections: dict[str, dict[str, Any]], name: str = "mailfarm"):
+    def __init__(
+        self,
+        workdir: Path,
+        sections: dict[str, dict[str, Any]],
+        name: str = "mailfarm",
+        command: str = "serve",
+    ):
+        self.command = command  # "serve", or "web" for the REST API
         self.workdir = workdir
         self.config = workdir / f"{name}.toml"
         self.log_path = workdir / f"{name}.log"
@@ -150,7 +175,7 @@ class MailfarmProcess:
         self.config.write_text(render_toml(self.sections))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "-c", str(self.config)],
+            [sys.executable, "-m", "proxy.cli", self.command, "-c", str(self.config)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parents[1],

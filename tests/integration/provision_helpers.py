@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm
-from bench.proxyproc import farm_backends, render_toml
+from bench.proxyproc import farm_backends, farm_provision, render_toml
 from directory.mailstores import mailstore_for
 from directory.provision.folders import append, create_folder
 from directory.provision.imapdata import Message
@@ -36,7 +36,6 @@ ADMIN_TOKEN = "provision-test-token"
 
 
 def provision_sections(farm: Farm, **overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    backend = farm.backends["mail1"]
     sections: dict[str, dict[str, Any]] = {
         "directory": {
             "uri": [farm.ldap_uri],
@@ -48,15 +47,7 @@ def provision_sections(farm: Farm, **overrides: dict[str, Any]) -> dict[str, dic
         },
         "admin": {"token": ADMIN_TOKEN},
         "provision": {
-            "bind_dn": farm.admin_dn,
-            "bind_password": farm.admin_password,
-            "hosts": HOSTS,
-            "backend_imap_port": backend.imap_port,
-            "master_user": farm.master_user,
-            "master_password": farm.master_password,
-            "master_separator": farm.master_separator,
-            "default_ns": ["ns1.mailfarm.test"],
-            "default_mx": ["mx1.mailfarm.test:10"],
+            **farm_provision(farm),
             "move_settle": 0.5,  # the default 5 s, for each of the tests' many moves, is long
         },
     }

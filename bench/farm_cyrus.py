@@ -54,7 +54,6 @@ import imaplib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -63,7 +62,7 @@ from pathlib import Path
 
 from bench.farm_dovecot import MAIL_USER, DovecotPorts, LdapSettings
 from bench.farm_ldap import binary
-from bench.farm_proc import StartError, log_tail, spawn, stop_processes, wait_until
+from bench.farm_proc import StartError, greets, log_tail, spawn, stop_processes, wait_until
 from bench.pki import Pki
 
 CYRUS_USER = "cyrus"
@@ -422,17 +421,10 @@ class CyrusBackend:
             return False
         p = self.ports
         return (
-            self._greets(p.imap, b"* OK")
-            and self._greets(p.pop3, b"+OK")
-            and self._greets(p.lmtp, b"220 ")
+            greets(self.host, p.imap, b"* OK")
+            and greets(self.host, p.pop3, b"+OK")
+            and greets(self.host, p.lmtp, b"220 ")
         )
-
-    def _greets(self, port: int, prefix: bytes) -> bool:
-        try:
-            with socket.create_connection((self.host, port), timeout=2) as sock:
-                return sock.recv(256).startswith(prefix)
-        except OSError:
-            return False
 
     @property
     def running(self) -> bool:

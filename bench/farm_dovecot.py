@@ -25,14 +25,13 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.farm_ldap import binary
-from bench.farm_proc import port_open, spawn, stop_process, wait_until
+from bench.farm_proc import greets, port_open, spawn, stop_process, wait_until
 from bench.pki import Pki
 
 MAIL_USER = "mail"
@@ -289,14 +288,7 @@ class DovecotBackend:
         p = self.ports
         if not all(port_open(self.host, port) for port in (p.imaps, p.pop3s, p.lmtp)):
             return False
-        return self._greets(p.imap, b"* OK") and self._greets(p.pop3, b"+OK")
-
-    def _greets(self, port: int, prefix: bytes) -> bool:
-        try:
-            with socket.create_connection((self.host, port), timeout=2) as sock:
-                return sock.recv(256).startswith(prefix)
-        except OSError:
-            return False
+        return greets(self.host, p.imap, b"* OK") and greets(self.host, p.pop3, b"+OK")
 
     @property
     def running(self) -> bool:

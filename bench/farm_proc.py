@@ -166,6 +166,16 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def greets(host: str, port: int, prefix: bytes) -> bool:
+    """Whether a server on ``host:port`` answers with a greeting starting with ``prefix``:
+    a listening socket alone can belong to a daemon still reading its config."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as sock:
+            return sock.recv(256).startswith(prefix)
+    except OSError:
+        return False
+
+
 def wait_until(
     ready: Callable[[], bool],
     proc: subprocess.Popen[bytes],

@@ -46,7 +46,13 @@ from directory.provision import (
 from directory.provision.dns import check_domain
 from directory.provision.dnsstore import domain_dn
 from directory.provision.ldapwrite import LdapWriter
-from directory.provision.move import MoveProgress, MoveReport, Progress, move_user
+from directory.provision.move import (
+    MoveProgress,
+    MoveReport,
+    Progress,
+    move_user,
+    require_move_attribute,
+)
 from directory.provision.users import find_user, user_attributes, user_from_entry
 from directory.settings import ToolConfig
 
@@ -59,17 +65,6 @@ MOVED, SKIPPED, FAILED = "moved", "skipped", "failed"
 
 
 # -- which users -----------------------------------------------------------------------
-
-
-def _check_configured(settings: ToolConfig) -> None:
-    """Once for the batch, before anything: not one ConfigError per user."""
-    if not settings.directory.disabled_attribute:
-        raise ConfigError(
-            settings.path,
-            "directory",
-            "disabled_attribute",
-            "must be set for moves: logins are refused through it while mail is copied",
-        )
 
 
 def parse_list(text: str) -> list[str]:
@@ -111,7 +106,7 @@ def select_source(
     deleted). Those come first, so a ``limit`` never postpones a half-done move; the rest
     by uid, so that successive limited runs walk through the backend in a stable order.
     """
-    _check_configured(settings)
+    require_move_attribute(settings)  # the marker search below reads it
     d = settings.directory
     host = escape_filter_value(source)
     marker = escape_filter_value(movestate.cleanup(source).value())
@@ -384,7 +379,7 @@ def move_many(
     ``progress`` gets every move's events and ``done`` each user's result as it comes, from
     the worker threads (they must be thread-safe); ``source`` is only reported.
     """
-    _check_configured(settings)
+    require_move_attribute(settings)  # once for the batch, not per user
     if not 1 <= jobs <= MAX_JOBS:
         raise UsageError(f"--jobs must be between 1 and {MAX_JOBS}")
     batch = _Batch(

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from common.imapformat import quote
+from common.imapformat import astring_parts
 from directory.provision import Unavailable
 
 
@@ -166,13 +166,8 @@ def folder_checksum(digests: Iterable[str]) -> str:
 
 
 def astring(value: bytes, literal_plus: bool) -> list[bytes]:
-    """An argument as pieces: quoted when possible, else a literal (see common.imapformat)."""
-    quoted = quote(value)
-    if quoted is not None:
-        return [quoted]
-    if literal_plus:
-        return [b"{%d+}\r\n" % len(value) + value]
-    return [b"{%d}\r\n" % len(value), value]
+    """An argument as pieces: quoted when possible, else a literal."""
+    return astring_parts(value, literal_plus)
 
 
 def join_pieces(parts: Sequence[list[bytes]]) -> list[bytes]:

@@ -484,6 +484,17 @@ def _unexpected(exc: BaseException) -> ProvisionError:
     return Unavailable(f"unexpected {type(exc).__name__}: {exc}")
 
 
+def require_move_attribute(settings: ToolConfig) -> None:
+    """A move keeps its lease and marker in ``[directory] disabled_attribute``."""
+    if not settings.directory.disabled_attribute:
+        raise ConfigError(
+            settings.path,
+            "directory",
+            "disabled_attribute",
+            "must be set for moves: logins are refused through it while mail is copied",
+        )
+
+
 def move_user(
     settings: ToolConfig,
     writer: LdapWriter,
@@ -500,13 +511,7 @@ def move_user(
     are disabled, or whose earlier move may still be running, and replaces whatever the
     target holds for the user. ``keep_old`` leaves the old copy where it is.
     """
-    if not settings.directory.disabled_attribute:
-        raise ConfigError(
-            settings.path,
-            "directory",
-            "disabled_attribute",
-            "must be set for moves: logins are refused through it while mail is copied",
-        )
+    require_move_attribute(settings)
     user = find_user(settings, writer, login)
     entry = writer.get(user.dn, (settings.directory.disabled_attribute,))
     found = movestate.states(entry.values(settings.directory.disabled_attribute) if entry else [])

@@ -22,7 +22,14 @@ from typing import Any
 import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm
-from bench.proxyproc import farm_backends, farm_provision, render_toml
+from bench.proxyproc import (
+    MailfarmProcess,
+    ProxyPorts,
+    farm_backends,
+    farm_config,
+    farm_provision,
+    render_toml,
+)
 from directory.mailstores import mailstore_for
 from directory.provision.folders import append, create_folder
 from directory.provision.imapdata import Message
@@ -118,6 +125,21 @@ def admin(farm: Farm, tmp_path_factory: pytest.TempPathFactory) -> Admin:
     config = workdir / "provision.toml"
     config.write_text(render_toml(provision_sections(farm)))
     return Admin(farm, config, workdir / "pycache")
+
+
+@pytest.fixture(scope="module")
+def uncached_proxy(farm: Farm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPorts]:
+    """A proxy with no route cache that knows the disabled attribute, so it sees each
+    LDAP change a move makes at once."""
+    ports = ProxyPorts()
+    sections = farm_config(
+        farm,
+        ports,
+        directory={"cache_ttl": 0, "negative_ttl": 0, "disabled_attribute": DISABLED_ATTRIBUTE},
+    )
+    process = MailfarmProcess(tmp_path_factory.mktemp("uncached"), sections, "uncached").start()
+    yield ports
+    process.stop()
 
 
 @pytest.fixture

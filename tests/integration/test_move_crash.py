@@ -15,12 +15,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm
-from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, render_toml
+from bench.proxyproc import ProxyPorts, render_toml
 from directory.provision.ldapwrite import LdapWriter
 from tests.integration import provision_helpers as helpers
 from tests.integration.provision_helpers import (
@@ -55,18 +54,7 @@ def crash_admin(farm: Farm, admin: Admin, tmp_path_factory: pytest.TempPathFacto
     return Admin(farm, config, admin.pycache)
 
 
-@pytest.fixture(scope="module")
-def proxy_ports(farm: Farm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPorts]:
-    """A proxy with no route cache, so it sees each LDAP change at once."""
-    ports = ProxyPorts()
-    sections = farm_config(
-        farm,
-        ports,
-        directory={"cache_ttl": 0, "negative_ttl": 0, "disabled_attribute": DISABLED_ATTRIBUTE},
-    )
-    process = MailfarmProcess(tmp_path_factory.mktemp("crash-proxy"), sections, "crash").start()
-    yield ports
-    process.stop()
+proxy_ports = helpers.uncached_proxy  # fixture
 
 
 def content_for(seed: int) -> dict[str, list]:  # type: ignore[type-arg]

@@ -92,17 +92,7 @@ def endpoint() -> Iterator[AdminEndpoint]:
     server.close()
 
 
-@pytest.fixture(scope="module")
-def fresh_proxy(farm: Farm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyPorts]:
-    ports = ProxyPorts()
-    sections = farm_config(
-        farm,
-        ports,
-        directory={"cache_ttl": 0, "negative_ttl": 0, "disabled_attribute": DISABLED_ATTRIBUTE},
-    )
-    process = MailfarmProcess(tmp_path_factory.mktemp("move-proxy"), sections, "move").start()
-    yield ports
-    process.stop()
+fresh_proxy = helpers.uncached_proxy  # fixture
 
 
 def proxy_inbox(ports: ProxyPorts, login: str, password: str) -> int:

@@ -13,6 +13,7 @@ and also used by the proxy's LMTP front end and lookup maps.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,12 +92,17 @@ class Mailstore:
         return ImapClient(self.backend.host, self.provision.backend_imap_port, TIMEOUT)
 
 
-def kind_class(kind: str) -> type[Mailstore]:
+@functools.cache
+def _kinds() -> dict[str, type[Mailstore]]:
+    """Imported once, on first use: the kind modules import this one."""
     from directory.mailstores.cyrus import Cyrus
     from directory.mailstores.dovecot import Dovecot
 
-    kinds: dict[str, type[Mailstore]] = {Dovecot.kind: Dovecot, Cyrus.kind: Cyrus}
-    return kinds[kind]
+    return {Dovecot.kind: Dovecot, Cyrus.kind: Cyrus}
+
+
+def kind_class(kind: str) -> type[Mailstore]:
+    return _kinds()[kind]
 
 
 def mailstore_for(settings: ToolConfig, host: str) -> Mailstore:
@@ -112,6 +118,7 @@ def postfix_alias(backends: Backends, route: Route) -> str | None:
     return kind_class(backends.get(route.host).kind).postfix_alias(route.uid, route.mail or "")
 
 
+@functools.lru_cache(maxsize=8)  # asked on every lookup of an unknown recipient
 def aliasing_hosts(backends: Backends) -> tuple[str, ...]:
     """The listed hosts whose kind needs recipients renamed (see :func:`postfix_alias`)."""
     return tuple(

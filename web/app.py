@@ -16,9 +16,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from directory.settings import ToolConfig
 from web import problems
 from web.api import build_router
+from web.audit import Audit
 from web.auth import authenticate
 from web.jobs import Jobs
 from web.problems import Problem, problem_response, status_of
+from web.service import Service
 from web.tokens import Tokens
 
 MAX_BODY = 64 * 1024  # the largest legitimate body is a DNS value or a password
@@ -76,7 +78,7 @@ def _describe(exc: Exception) -> dict[str, Any]:
     return json.loads(problem_response(status, str(exc)).body)
 
 
-def create_app(settings: ToolConfig, tokens: Tokens) -> FastAPI:
+def create_app(settings: ToolConfig, tokens: Tokens, audit: Audit | None = None) -> FastAPI:
     app = FastAPI(
         title="mailfarm",
         version="1",
@@ -87,7 +89,9 @@ def create_app(settings: ToolConfig, tokens: Tokens) -> FastAPI:
     )
     problems.install(app)
     app.state.tokens = tokens
-    app.include_router(build_router(settings, Jobs(_describe)))
+    service = Service(settings, Jobs(_describe), audit or Audit())
+    app.state.service = service
+    app.include_router(build_router(service))
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict[str, Any]:

@@ -24,6 +24,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "dns.write": (ADMIN, DOMAIN_ADMIN),
     "sessions.read": (ADMIN, HELPDESK),
     "sessions.kick": (ADMIN, HELPDESK, DOMAIN_ADMIN),
+    "audit.read": (ADMIN, HELPDESK, DOMAIN_ADMIN),  # a domain-admin: its domains' entries
+    "dashboard.read": (ADMIN, HELPDESK),
 }
 
 

@@ -41,3 +41,7 @@ class NewDomain(Body):
     mx: list[str] = Field(default=[], max_length=16, description="HOST:PRIO, else defaults")
     ns: list[str] = Field(default=[], max_length=16, description="HOST, else defaults")
     a: list[str] = Field(default=[], max_length=64, description="NAME:IP, @ for the apex")
+
+
+class Quota(Body):
+    quota: int | None = Field(ge=0, description="KiB; null removes it")

@@ -24,7 +24,7 @@ class Principal:
 
     role: str
     domains: frozenset[str]
-    source: str  # "tokens-file:LINE"
+    source: str  # "token:line N" or "staff:UID"
 
     def owns(self, domain: str) -> bool:
         return self.role != DOMAIN_ADMIN or domain in self.domains
@@ -86,7 +86,7 @@ def parse_tokens(text: str, file: str | Path, section: str = "web") -> Tokens:
         hashed = digest(token)
         if hashed in found:
             raise bad(number, f"the same token as {found[hashed].source}")
-        found[hashed] = Principal(role, frozenset(domains), f"line {number}")
+        found[hashed] = Principal(role, frozenset(domains), f"token:line {number}")
     return Tokens(found)
 
 

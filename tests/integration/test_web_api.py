@@ -356,6 +356,7 @@ def test_openapi_lists_every_route(web: WebServer) -> None:
             ("/api/v1/users/{address}/password", "POST"),
             ("/api/v1/users/{address}/disable", "POST"),
             ("/api/v1/users/{address}/enable", "POST"),
+            ("/api/v1/users/{address}/quota", "POST"),
             ("/api/v1/users/{address}/move", "POST"),
             ("/api/v1/jobs/{job_id}", "GET"),
             ("/api/v1/domains/{domain}/dns", "GET"),
@@ -363,6 +364,7 @@ def test_openapi_lists_every_route(web: WebServer) -> None:
             ("/api/v1/domains/{domain}/dns/{name}/{rtype}", "DELETE"),
             ("/api/v1/sessions", "GET"),
             ("/api/v1/sessions/kick", "POST"),
+            ("/api/v1/audit", "GET"),
         }
 
 

@@ -107,6 +107,48 @@ def default_users() -> list[FarmUser]:
     ]
 
 
+@dataclass(frozen=True)
+class StaffMember:
+    """A console sign-in under ``ou=staff``: an inetOrgPerson with ``employeeType`` (its
+    role) and no inetLocalMailRecipient, so it is never a mail login."""
+
+    uid: str
+    password: str
+    role: str  # employeeType: admin / helpdesk / domain-admin
+    domains: tuple[str, ...] = ()  # associatedDomain, for a domain-admin
+
+    @property
+    def dn(self) -> str:
+        return f"uid={self.uid},{STAFF_BASE_DN}"
+
+
+STAFF_BASE_DN = f"ou=staff,{BASE_DN}"
+#: The console's staff, one per role; the demo prints them and the web tests sign in as them.
+STAFF = (
+    StaffMember("ada", "ada-pw", "admin"),
+    StaffMember("hal", "hal-pw", "helpdesk"),
+    StaffMember("dora", "dora-pw", "domain-admin", ("example.co.uk",)),
+)
+
+
+def staff_entries(staff: tuple[StaffMember, ...] = STAFF) -> Iterator[str]:
+    """LDIF for ``ou=staff`` and its people (after the suffix: slapadd wants parents first)."""
+    yield ldif_entry(STAFF_BASE_DN, {"objectClass": ["organizationalUnit"], "ou": ["staff"]})
+    for member in staff:
+        attrs = {
+            "objectClass": ["inetOrgPerson"],
+            "uid": [member.uid],
+            "cn": [f"{member.uid} ({member.role})"],
+            "sn": [member.uid],
+            "employeeType": [member.role],
+            "userPassword": [ssha(member.password)],
+        }
+        if member.domains:  # domainRelatedObject (cosine) is what allows associatedDomain
+            attrs["objectClass"].append("domainRelatedObject")
+            attrs["associatedDomain"] = list(member.domains)
+        yield ldif_entry(member.dn, attrs)
+
+
 def bulk_user(i: int) -> FarmUser:
     """Bulk user ``i`` for load tests: ``u{i}@d{i%10}.test``, password ``pw{i}``."""
     return _user(f"u{i}@d{i % 10}.test", f"pw{i}", "mail1" if i % 2 == 0 else "mail2")
@@ -133,6 +175,8 @@ class Farm:
     proxy_user = "mfproxy"
     proxy_password = "farm-mfproxy-pw"
     proxy_dn = f"uid=mfproxy,ou=services,{BASE_DN}"
+    staff = STAFF
+    staff_base_dn = STAFF_BASE_DN
     pki: Pki  # set by start()
 
     def __init__(self, workdir: Path | None = None, bulk_users: int = 0) -> None:
@@ -209,6 +253,7 @@ class Farm:
                     ((user, BACKEND_HOSTS[user.backend]) for user in self._all_users()),
                 ),
                 self._service_logins(),  # ou=services came first in tree_entries
+                staff_entries(self.staff),
             )
         )
         self._slapd = slapd
@@ -432,6 +477,10 @@ def _describe(farm: Farm) -> str:
         lines.append(f"  {u.address:28} uid {u.uid:28} {u.backend}  password: {u.password}")
     if farm.bulk_users:
         lines.append(f"  + {farm.bulk_users} bulk users u<i>@d<i%10>.test, password pw<i>")
+    lines.append("staff (web console):")
+    for m in farm.staff:
+        domains = f"  domains {','.join(m.domains)}" if m.domains else ""
+        lines.append(f"  {m.uid:8} {m.role:13} password: {m.password}{domains}")
     return "\n".join(lines)
 
 

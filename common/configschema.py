@@ -98,6 +98,14 @@ def _convert(kind: str, value: Any) -> Any:
         _expect(path.is_file(), f"{value}: no such file")
         _expect(os.access(path, os.R_OK), f"{value}: not readable")
         return path
+    if kind == "outpath":  # a file the program writes: its directory must be writable
+        _expect(isinstance(value, str) and value != "", "must be a file path")
+        path = Path(value)
+        _expect(not path.is_dir(), f"{value}: is a directory")
+        _expect(path.parent.is_dir(), f"{path.parent}: no such directory")
+        writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+        _expect(writable, f"{value}: not writable")
+        return path
     raise AssertionError(kind)
 
 

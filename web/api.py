@@ -38,9 +38,7 @@ def build_router(service: Service) -> APIRouter:
     router = APIRouter(prefix="/api/v1", dependencies=[Depends(caller)])
 
     @router.get("/domains", summary="the domains (a domain admin: its own), with user counts")
-    def list_domains(
-        who: Caller, q: Annotated[str, Query(max_length=253)] = ""
-    ) -> dict[str, Any]:
+    def list_domains(who: Caller, q: Annotated[str, Query(max_length=253)] = "") -> dict[str, Any]:
         return {"domains": service.domains(who, q)}
 
     @router.post("/domains", status_code=201, summary="add a domain: its branch and DNS data")

@@ -78,7 +78,9 @@ def _describe(exc: Exception) -> dict[str, Any]:
     return json.loads(problem_response(status, str(exc)).body)
 
 
-def create_app(settings: ToolConfig, tokens: Tokens, audit: Audit | None = None) -> FastAPI:
+def create_app(
+    settings: ToolConfig, tokens: Tokens, audit: Audit | None = None, dashboard: Any = None
+) -> FastAPI:
     app = FastAPI(
         title="mailfarm",
         version="1",
@@ -89,9 +91,13 @@ def create_app(settings: ToolConfig, tokens: Tokens, audit: Audit | None = None)
     )
     problems.install(app)
     app.state.tokens = tokens
-    service = Service(settings, Jobs(_describe), audit or Audit())
+    service = Service(settings, Jobs(_describe), audit or Audit(), dashboard)
     app.state.service = service
     app.include_router(build_router(service))
+    if getattr(settings, "web", None) is not None:
+        from web.console import install
+
+        install(app, service, settings)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi() -> dict[str, Any]:

@@ -133,9 +133,7 @@ class Audit:
             if before is not None and number >= before:
                 continue
             domain = entry.get("domain")
-            if actor.principal.role == "domain-admin" and (
-                not domain or not actor.owns(domain)
-            ):
+            if actor.principal.role == "domain-admin" and (not domain or not actor.owns(domain)):
                 continue
             if q and not any(q.lower() in str(v).lower() for v in entry.values()):
                 continue

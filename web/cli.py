@@ -30,21 +30,24 @@ def cmd_web(args: argparse.Namespace) -> int:
     import uvicorn
 
     from web.app import create_app
-    from web.tokens import load_tokens
+    from web.audit import Audit
+    from web.dashboard import Dashboard
+    from web.tokens import Tokens, load_tokens
 
     settings = args.load(args.config)
     web = settings.web
     if not web.listen:
         raise ConfigError(settings.path, "web", "listen", "is required for mailfarm web")
-    if web.api_tokens_file is None:
-        raise ConfigError(
-            settings.path, "web", "api_tokens_file", "is required: no one could use the API"
-        )
-    tokens = load_tokens(web.api_tokens_file, settings.path)
+    # Without a tokens file the console still serves staff; the API then refuses every call.
+    tokens = Tokens({}) if web.api_tokens_file is None else load_tokens(
+        web.api_tokens_file, settings.path
+    )
+    audit = Audit(web.audit_log)
+    dashboard = Dashboard(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     sockets = [_bind(host, port) for host, port in web.listen]
     config = uvicorn.Config(
-        create_app(settings, tokens),
+        create_app(settings, tokens, audit, dashboard),
         log_config=None,
         access_log=True,
         ssl_certfile=str(web.cert) if web.tls and web.cert else None,
@@ -65,6 +68,6 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add ``web`` to the ``mailfarm`` command."""
-    p = subparsers.add_parser("web", help="serve the REST API ([web] section)")
+    p = subparsers.add_parser("web", help="serve the console and the REST API ([web] section)")
     add_config(p)
     p.set_defaults(func=cmd_web)

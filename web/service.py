@@ -35,10 +35,13 @@ def checked_domain(name: str) -> str:
 
 
 class Service:
-    def __init__(self, settings: ToolConfig, jobs: Jobs, audit: Audit) -> None:
+    def __init__(
+        self, settings: ToolConfig, jobs: Jobs, audit: Audit, dashboard: Any = None
+    ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.audit = audit
+        self.dashboard_source = dashboard  # web.dashboard.Dashboard
 
     def _ldap(self) -> LdapWriter:
         return LdapWriter(self.settings)
@@ -82,11 +85,12 @@ class Service:
         require_domain(who.principal, action, name, f"domain {name}: no such domain")
         return name
 
-    def may(self, who: Actor, action: str) -> bool:
+    @staticmethod
+    def may_role(role: str, action: str) -> bool:
         """For the console's menus only: what to offer. Every method checks again."""
         from web.auth import RULES
 
-        return who.principal.role in RULES[action]
+        return role in RULES[action]
 
     # -- domains ----------------------------------------------------------------------
 
@@ -253,9 +257,7 @@ class Service:
             "zone": render_zone(name, zone.soa, zone.records) if zone.soa else None,
         }
 
-    def set_dns(
-        self, who: Actor, domain: str, name: str, rtype: str, value: str
-    ) -> dict[str, Any]:
+    def set_dns(self, who: Actor, domain: str, name: str, rtype: str, value: str) -> dict[str, Any]:
         from directory.provision.dnsstore import set_record
 
         zone = self._zone_access(who, "dns.write", domain)
@@ -263,6 +265,15 @@ class Service:
             note["detail"] = value
             with self._ldap() as writer:
                 return _dns_change(set_record(writer, zone, name, rtype, value, date.today()))
+
+    def edit_dns(
+        self, who: Actor, domain: str, name: str, rtype: str, old: str, new: str
+    ) -> dict[str, Any]:
+        """Replace one value: the new one is added first, so a refused value changes nothing."""
+        changed = self.set_dns(who, domain, name, rtype, new)
+        if rtype.upper() not in ("CNAME", "SOA") and changed["changed"]:
+            changed = self.delete_dns(who, domain, name, rtype, old)
+        return changed
 
     def delete_dns(
         self, who: Actor, domain: str, name: str, rtype: str, value: str | None
@@ -305,6 +316,12 @@ class Service:
             "unreachable": [url for url, _ in notified.missed],
             "warnings": list(warnings),
         }
+
+    def dashboard(self, who: Actor) -> dict[str, Any]:
+        require(who.principal, "dashboard.read")
+        if self.dashboard_source is None:
+            raise Problem(503, "no dashboard is configured")
+        return self.dashboard_source.snapshot()
 
     # -- audit ------------------------------------------------------------------------
 

@@ -14,6 +14,23 @@ from common.configschema import ConfigError, Key, read_table
 from web.tokens import load_tokens
 
 MIN_SESSION_SECRET = 32  # bytes: the later console signs cookies with it
+DEFAULT_STAFF_FILTER = "(&(objectClass=inetOrgPerson)(employeeType=*)(uid=%s))"
+
+
+def _check_staff_filter(value: str) -> str:
+    # Exactly once: staff sign in by one name, so a second %s is likelier a slip than meant.
+    if value.count("%s") != 1:
+        raise ValueError("must contain %s exactly once, where the login goes")
+    if not (value.startswith("(") and value.endswith(")")):
+        raise ValueError("must be an LDAP filter in parentheses")
+    return value
+
+
+def _check_attribute(value: str) -> str:
+    if not value or not all(ch.isalnum() or ch in "-;" for ch in value):
+        raise ValueError(f"must be an LDAP attribute name, not {value!r}")
+    return value
+
 
 WEB_KEYS = {
     "listen": Key("listen", ()),
@@ -22,6 +39,9 @@ WEB_KEYS = {
     "key": Key("path", None),
     "api_tokens_file": Key("path", None),
     "session_secret_file": Key("path", None),
+    "staff_filter": Key("str", DEFAULT_STAFF_FILTER, _check_staff_filter),
+    "role_attribute": Key("str", "employeeType", _check_attribute),
+    "audit_log": Key("outpath", None),
 }
 
 Listen = tuple[tuple[str, int], ...]
@@ -35,6 +55,9 @@ class WebSettings:
     key: Path | None
     api_tokens_file: Path | None
     session_secret_file: Path | None
+    staff_filter: str = DEFAULT_STAFF_FILTER  # searched under [directory] base, %s the login
+    role_attribute: str = "employeeType"  # its value on a staff entry: one of web.tokens.ROLES
+    audit_log: Path | None = None  # JSON lines, appended; None: kept in memory only
 
 
 def web_settings(

@@ -51,7 +51,7 @@ def test_tokens_file_roles_and_comments() -> None:
         (f"domain-admin {TOKEN_A}\n", "domain-admin takes TOKEN DOMAIN"),
         (f"domain-admin {TOKEN_A} not_a_domain\n", "is not a domain name"),
         (f"helpdesk {TOKEN_A} example.com\n", "domains are for domain-admin"),
-        (f"admin {TOKEN_A}\nhelpdesk {TOKEN_A}\n", "line 2: the same token as line 1"),
+        (f"admin {TOKEN_A}\nhelpdesk {TOKEN_A}\n", "line 2: the same token as token:line 1"),
     ],
 )
 def test_tokens_file_errors(text: str, fragment: str) -> None:

@@ -69,9 +69,12 @@ class Browser:
         field.send_keys(text)
 
     def submit(self, css: str) -> None:
+        self.click(self.find(css))
+
+    def click(self, element: WebElement) -> None:
         """Click and wait for the next page (the old one's <html> goes stale)."""
         old = self.find("html")
-        self.find(css).click()
+        element.click()
         WebDriverWait(self.driver, 60).until(lambda d: _stale(old))
 
     def text(self, css: str = "main") -> str:

@@ -1,21 +1,25 @@
 """``make demo``: the local farm with mailfarm in front, ready for a real mail client.
 
 Starts slapd, the Dovecot and Cyrus backends on loopback, then ``mailfarm serve`` in front
-of them and ``mailfarm web`` (the REST API, with a demo token per role), prints where to
-point a client and who can log in, and runs until Ctrl-C. ``--check`` logs in once through
-the proxy as every demo user, asks the REST API for the domains, and exits (used by the test
+of them and ``mailfarm web`` (the staff console and the REST API, with a demo staff login
+and token per role), prints where to point a client and who can log in, and runs until
+Ctrl-C. ``--check`` logs in once through the proxy as every demo user, asks the REST API
+for the domains, signs in to the console as each staff member, and exits (used by the test
 suite, so the README's first command is known to work).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.cookiejar
 import imaplib
 import json
+import re
 import secrets
 import signal
 import sys
 import tempfile
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -25,9 +29,13 @@ from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, farm_provi
 ROLES = ("admin", "helpdesk")
 
 
-def start_api(farm: Farm, workdir: Path) -> tuple[MailfarmProcess, str, dict[str, str]]:
-    """``mailfarm web`` for the farm, with one demo token per role (the domain admin owns
-    example.com); the tokens file lives in the demo's temporary directory."""
+def start_api(
+    farm: Farm, workdir: Path, admin_url: str, admin_token: str
+) -> tuple[MailfarmProcess, str, dict[str, str]]:
+    """``mailfarm web`` for the farm: the console (the farm's staff sign in) and the API,
+    with one demo token per role (the domain admin owns example.com); the tokens file
+    lives in the demo's temporary directory. It reaches the proxy's admin endpoint, so the
+    dashboard and the sessions page show the demo's own sessions."""
     port = free_port()
     tokens = {role: secrets.token_urlsafe(18) for role in (*ROLES, "domain-admin")}
     lines = [f"{role} {tokens[role]}" for role in ROLES]
@@ -39,11 +47,16 @@ def start_api(farm: Farm, workdir: Path) -> tuple[MailfarmProcess, str, dict[str
     sections = {
         "directory": sections["directory"],
         "backends": sections["backends"],
-        "provision": farm_provision(farm),
-        "web": {"listen": [f"127.0.0.1:{port}"], "api_tokens_file": str(tokens_file)},
+        "provision": {**farm_provision(farm), "admin_urls": [admin_url]},
+        "admin": {"token": admin_token},
+        "web": {
+            "listen": [f"127.0.0.1:{port}"],
+            "api_tokens_file": str(tokens_file),
+            "audit_log": str(workdir / "audit.jsonl"),
+        },
     }
     proc = MailfarmProcess(workdir, sections, "demo-web", command="web").start()
-    return proc, f"http://127.0.0.1:{port}/api/v1", tokens
+    return proc, f"http://127.0.0.1:{port}", tokens
 
 
 def describe(farm: Farm, ports: ProxyPorts, proc: MailfarmProcess) -> str:
@@ -75,6 +88,21 @@ def describe(farm: Farm, ports: ProxyPorts, proc: MailfarmProcess) -> str:
     return "\n".join(lines)
 
 
+def describe_web(farm: Farm, url: str, tokens: dict[str, str]) -> str:
+    lines = [
+        "",
+        f"Web console: {url}/console/  (sign in as one of the farm's staff)",
+    ]
+    for m in farm.staff:
+        domains = f" (domains: {', '.join(m.domains)})" if m.domains else ""
+        lines.append(f"  {m.role:13} user {m.uid:6} password {m.password}{domains}")
+    api = f"{url}/api/v1"
+    lines.append(f"REST API: {api}  (OpenAPI: {api}/openapi.json)")
+    lines += [f"  {role:13} token {token}" for role, token in tokens.items()]
+    lines.append(f"Try:    curl -H 'Authorization: Bearer {tokens['admin']}' {api}/domains")
+    return "\n".join(lines)
+
+
 def check(farm: Farm, ports: ProxyPorts) -> int:
     for user in farm.users:
         client = imaplib.IMAP4("127.0.0.1", ports.imap, timeout=15)
@@ -88,7 +116,27 @@ def check(farm: Farm, ports: ProxyPorts) -> int:
     return 0
 
 
+def check_console(url: str, farm: Farm) -> int:
+    """Sign in as each demo staff member, as a browser would (cookie, form token)."""
+    for member in farm.staff:
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with opener.open(f"{url}/console/signin", timeout=15) as answer:
+            token = re.search(r'name="token" value="([^"]*)"', answer.read().decode())
+        form = {"token": token.group(1) if token else "", "login": member.uid}
+        form["password"] = member.password
+        body = urllib.parse.urlencode(form).encode()
+        with opener.open(f"{url}/console/signin", body, timeout=30) as answer:
+            page = answer.read().decode()
+        if f"{member.uid} ({member.role})" not in page:
+            print(f"demo check FAILED: {member.uid} cannot sign in to the console", file=sys.stderr)
+            return 1
+        print(f"demo check: {member.uid} ({member.role}) signed in to the console")
+    return 0
+
+
 def check_api(url: str, token: str) -> int:
+    url += "/api/v1"
     request = urllib.request.Request(f"{url}/domains", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(request, timeout=15) as answer:
         domains = [d["domain"] for d in json.load(answer)["domains"]]
@@ -104,20 +152,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="log in once per user and exit")
     args = parser.parse_args(argv)
     with Farm() as farm, tempfile.TemporaryDirectory(prefix="mailfarm-demo-") as tmp:
-        ports = ProxyPorts()
-        proc = MailfarmProcess(Path(tmp), farm_config(farm, ports), "demo").start()
+        ports, admin_port, admin_token = ProxyPorts(), free_port(), secrets.token_urlsafe(18)
+        config = farm_config(
+            farm, ports, admin={"listen": [f"127.0.0.1:{admin_port}"], "token": admin_token}
+        )
+        proc = MailfarmProcess(Path(tmp), config, "demo").start()
         api: MailfarmProcess | None = None
         try:
-            api, url, tokens = start_api(farm, Path(tmp))
+            admin_url = f"http://127.0.0.1:{admin_port}"
+            api, url, tokens = start_api(farm, Path(tmp), admin_url, admin_token)
             if args.check:
-                return check(farm, ports) or check_api(url, tokens["admin"])
+                return (
+                    check(farm, ports)
+                    or check_api(url, tokens["admin"])
+                    or check_console(url, farm)
+                )
             print(describe(farm, ports, proc), flush=True)
-            print(
-                f"\nREST API: {url}  (OpenAPI: {url}/openapi.json)\n"
-                + "".join(f"  {role:13} token {token}\n" for role, token in tokens.items())
-                + f"Try:    curl -H 'Authorization: Bearer {tokens['admin']}' {url}/domains",
-                flush=True,
-            )
+            print(describe_web(farm, url, tokens), flush=True)
             try:
                 while True:
                     signal.pause()

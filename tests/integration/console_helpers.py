@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,6 +54,7 @@ def start_console(farm: Farm, workdir: Path, name: str) -> ConsoleFarm:
     audit_log = workdir / "audit.jsonl"
     web_sections = provision_sections(
         farm,
+        directory={"quota_attribute": "roomNumber"},
         web={"api_tokens_file": tokens, "audit_log": audit_log},
         provision={"admin_urls": [f"http://127.0.0.1:{admin_port}"]},
     )
@@ -71,8 +73,8 @@ def console(farm: Farm, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Co
 class Staff:
     """A staff member's console session over plain HTTP (httpx), CSRF token in hand."""
 
-    def __init__(self, url: str, login: str, password: str) -> None:
-        self.http = httpx.Client(base_url=url, timeout=60, follow_redirects=False)
+    def __init__(self, url: str, login: str, password: str, verify: Any = True) -> None:
+        self.http = httpx.Client(base_url=url, timeout=60, follow_redirects=False, verify=verify)
         form = self.http.get("/console/signin")
         token = hidden(form.text, "token")
         self.answer = self.http.post(

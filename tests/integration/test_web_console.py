@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from bench.farm import Farm
 from tests.integration import provision_helpers as helpers
 from tests.integration.console_helpers import ConsoleFarm, Staff, console, start_console
 from tests.integration.provision_helpers import Admin, add_user
+from tests.integration.web_helpers import WebServer
 
 admin = helpers.admin  # fixtures
 console = console
@@ -191,6 +193,35 @@ def test_failed_sign_ins_wait_longer_each_time(farm: Farm, tmp_path: Path) -> No
     finally:
         own.web.stop()
         own.proxy.stop()
+
+
+def test_quota_set_and_removed(console: ConsoleFarm, domain: str, admin: Admin) -> None:
+    hal = Staff(console.web.url, *HAL)
+    user = add_user(admin, f"quota-{secrets.token_hex(2)}@{domain}", "quota-pw")
+    page = f"/console/users/{user['mail']}"
+    assert hal.post(f"{page}/quota", quota="51200").status_code == 303
+    assert '<td id="user-quota">51200 KiB</td>' in hal.get(page).text
+    api = httpx.Client(base_url=console.web.url, headers={"Authorization": f"Bearer {_token()}"})
+    assert api.get(f"/api/v1/users/{user['mail']}").json()["quota_kb"] == 51200
+    refused = hal.post(f"{page}/quota", quota="lots")
+    assert refused.status_code == 422 and 'value="lots"' in refused.text
+    assert hal.post(f"{page}/quota", quota="").status_code == 303
+    assert api.get(f"/api/v1/users/{user['mail']}").json()["quota_kb"] is None
+
+
+def test_cookies_are_secure_over_tls(farm: Farm, tmp_path: Path) -> None:
+    tokens = tmp_path / "none"
+    tokens.write_text("")
+    sections = helpers.provision_sections(farm, web={"tls": True, "api_tokens_file": tokens})
+    sections["tls"] = {"cert": str(farm.pki.cert), "key": str(farm.pki.key)}
+    server = WebServer(tmp_path, sections, "tls")
+    try:
+        staff = Staff(server.url, *HAL, verify=ssl.create_default_context(cafile=farm.pki.ca_cert))
+        assert staff.answer.status_code == 303, staff.answer.text
+        assert "Secure" in staff.answer.headers["set-cookie"]
+        assert "HttpOnly" in staff.answer.headers["set-cookie"]
+    finally:
+        server.stop()
 
 
 def _token() -> str:

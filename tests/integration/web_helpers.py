@@ -48,7 +48,8 @@ class WebServer:
                     self.stop()
                     raise RuntimeError(f"not listening: {self.log_text()[-2000:]}") from None
                 time.sleep(0.05)
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if sections["web"].get("tls") else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}

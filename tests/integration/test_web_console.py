@@ -224,6 +224,26 @@ def test_cookies_are_secure_over_tls(farm: Farm, tmp_path: Path) -> None:
         server.stop()
 
 
+def test_hostile_requests_get_clear_errors(console: ConsoleFarm) -> None:
+    hal = Staff(console.web.url, *HAL)
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    many = "&".join(f"f{i}=x" for i in range(500)) + f"&csrf={hal.csrf}"
+    answer = hal.http.post("/console/domains", content=many, headers=form)
+    assert answer.status_code == 400 and "could not be read" in answer.text
+    answer = hal.http.post("/console/domains", content=b"name=\xff\xfe", headers=form)
+    assert answer.status_code == 400
+    answer = hal.http.post("/console/domains", content=b"x=" + b"a" * 70_000, headers=form)
+    assert answer.status_code == 413
+    answer = hal.http.post("/console/domains", json={"csrf": hal.csrf, "name": "j.test"})
+    assert answer.status_code == 403  # only a form, with its token, is a form post
+    odd = ("/console/users/%00", "/console/users/a%0d%0aSet-Cookie:x", "/console/jobs/" + "x" * 300)
+    for path in odd:
+        answer = hal.get(path)
+        assert answer.status_code in (404, 422), (path, answer.status_code)
+        assert "set-cookie" not in answer.headers
+    assert hal.get("/console/").status_code == 200  # the server is still fine
+
+
 def _token() -> str:
     from tests.integration.console_helpers import API_TOKEN
 

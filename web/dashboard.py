@@ -26,19 +26,18 @@ dozen open browser tabs do not multiply the scrapes, nor shrink the rates' windo
 from __future__ import annotations
 
 import copy
-import http.client
 import json
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
+from directory.provision import adminhttp
+from directory.provision.adminhttp import Unreachable, public_url
+from directory.provision.adminhttp import os_problem as _os_problem
 from directory.settings import Backends, ProvisionSettings
 from web.promtext import Sample, finite, parse
 
@@ -193,83 +192,24 @@ def add_counts(into: dict[str, Any], more: Mapping[str, Any]) -> None:
             into[key] = into.get(key, 0) + value
 
 
-def public_url(url: str) -> str:
-    """The URL without any ``user:password@``, for showing and for problems."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(invalid URL)"
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]).geturl()
-
-
 # -- I/O ----------------------------------------------------------------------------------
-
-
-class Unreachable(Exception):
-    """One request that did not give an answer; the message is safe to show (no URL, no
-    token: the caller says which instance)."""
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """urllib would follow a redirect with the Authorization header, to wherever it
-    points: a redirect is an error here, not a place to send the token."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-# No proxy from the environment either: the token goes to the instance and nowhere else.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
 
 
 def fetch(url: str, cap: int, token: str = "", timeout: float = HTTP_TIMEOUT) -> bytes:
     """GET ``url``: at most ``cap`` bytes within :data:`HTTP_DEADLINE`; raises
-    :class:`Unreachable` with a message that names neither the URL nor the token."""
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise Unreachable("not an http:// or https:// URL")
-    request = urllib.request.Request(url, headers={"Accept": "text/plain, application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    deadline = time.monotonic() + HTTP_DEADLINE
-    try:
-        with _OPENER.open(request, timeout=timeout) as answer:
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                chunk = answer.read1(65536)
-                if not chunk:
-                    return b"".join(chunks)
-                size += len(chunk)
-                if size > cap:
-                    raise Unreachable(f"answer larger than {cap >> 20} MiB")
-                chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise Unreachable(f"answer not complete within {HTTP_DEADLINE:g} s")
-    except urllib.error.HTTPError as exc:
-        hint = " (is [admin] token the instances' token?)" if exc.code == 401 else ""
-        raise Unreachable(f"HTTP {exc.code} {str(exc.reason)[:100]}{hint}") from None
-    except urllib.error.URLError as exc:
-        raise Unreachable(_os_problem(exc.reason, timeout)) from None
-    except http.client.HTTPException as exc:
-        raise Unreachable(f"bad HTTP answer ({type(exc).__name__})") from None
-    except (OSError, ValueError) as exc:
-        raise Unreachable(_os_problem(exc, timeout)) from None
+    :class:`Unreachable` with a message that names neither the URL nor the token.
 
-
-def _os_problem(reason: object, timeout: float) -> str:
-    if isinstance(reason, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(reason, TimeoutError | socket.timeout):
-        return f"no answer within {timeout:g} s"
-    if isinstance(reason, socket.gaierror):
-        return f"name not resolved ({reason.strerror or reason})"
-    if isinstance(reason, OSError):
-        return reason.strerror or type(reason).__name__
-    if isinstance(reason, ValueError):
-        return "invalid URL"
-    return str(reason)[:200]
+    Through :mod:`directory.provision.adminhttp`, shared with the provisioning tool: no
+    redirect followed, no proxy from the environment, so the token reaches the instance only.
+    """
+    return adminhttp.fetch(
+        url,
+        token,
+        limit=cap,
+        timeout=timeout,
+        deadline=HTTP_DEADLINE,
+        accept="text/plain, application/json",
+    )
 
 
 def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:

@@ -15,27 +15,25 @@ from here, "refused" cannot be told apart from "listening elsewhere" or "a firew
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from directory.provision import Unavailable
+from directory.provision.adminhttp import Unreachable, fetch, public_url
 
-TIMEOUT = 5.0
+TIMEOUT = 5.0  # connect, and each read
+DEADLINE = 15.0  # a whole answer: an instance dripping bytes is given up
 MAX_PARALLEL = 8  # instances told at once: one that does not answer costs TIMEOUT, not N x
+MAX_ACTION_ANSWER = 1 << 16  # /flush and /kick answer a line of JSON
+MAX_SESSIONS = 1 << 24  # /sessions names every logged-in user
 
 
 def action_url(base: str, action: str, uid: str) -> str:
     """``http://h:p/admin`` + ``kick`` + uid → ``http://h:p/admin/kick?user=<uid>``."""
     query = urllib.parse.urlencode({"user": uid})
     return f"{base.rstrip('/')}/{action}?{query}"
-
-
-def _refused(exc: urllib.error.URLError) -> bool:
-    return isinstance(exc.reason, ConnectionRefusedError)
 
 
 class _Failed(Exception):
@@ -48,19 +46,18 @@ class _Failed(Exception):
 
 
 def _post(base: str, token: str, action: str, uid: str) -> None:
-    """POST ``action`` for ``uid`` to one instance; raises :class:`_Failed` naming it."""
-    request = urllib.request.Request(action_url(base, action, uid), data=b"", method="POST")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
+    """POST ``action`` for ``uid`` to one instance; raises :class:`_Failed` naming it.
+
+    Through :func:`~directory.provision.adminhttp.fetch`, so the token goes to this URL
+    only: no redirect is followed (one is a failure) and no proxy from the environment used.
+    """
+    url = action_url(base, action, uid)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
-            answer.read()
-    except urllib.error.HTTPError as exc:
-        raise _Failed(f"{action} on {base}: HTTP {exc.code} {exc.reason}") from None
-    except urllib.error.URLError as exc:
-        raise _Failed(f"{action} on {base}: {exc.reason}", _refused(exc)) from None
-    except (TimeoutError, OSError) as exc:
-        raise _Failed(f"{action} on {base}: {exc or type(exc).__name__}") from None
+        fetch(
+            url, token, method="POST", limit=MAX_ACTION_ANSWER, timeout=TIMEOUT, deadline=DEADLINE
+        )
+    except Unreachable as exc:
+        raise _Failed(f"{action} on {public_url(base)}: {exc}", exc.refused) from None
 
 
 def call(urls: Sequence[str], token: str, action: str, uid: str, strict: bool = True) -> list[str]:
@@ -85,7 +82,8 @@ def call(urls: Sequence[str], token: str, action: str, uid: str, strict: bool = 
 @dataclass(frozen=True, slots=True)
 class Notified:
     """Which instances took the news (``reached``) and which did not (``missed``: URL →
-    what went wrong), in the order of ``[provision] admin_urls``."""
+    what went wrong), in the order of ``[provision] admin_urls``; URLs as shown, without any
+    ``user:password@``."""
 
     reached: tuple[str, ...]
     missed: tuple[tuple[str, str], ...]
@@ -114,8 +112,9 @@ def tell_every_instance(
         return Notified((), ())
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(unique))) as pool:
         problems = list(pool.map(one, unique))
-    reached = tuple(url for url, problem in zip(unique, problems, strict=True) if problem is None)
-    missed = tuple((url, problem) for url, problem in zip(unique, problems, strict=True) if problem)
+    shown = [public_url(url) for url in unique]
+    reached = tuple(url for url, problem in zip(shown, problems, strict=True) if problem is None)
+    missed = tuple((url, problem) for url, problem in zip(shown, problems, strict=True) if problem)
     return Notified(reached, missed)
 
 
@@ -123,23 +122,22 @@ def gather_sessions(
     urls: Sequence[str], token: str, user: str | None = None
 ) -> tuple[list[dict[str, object]], tuple[tuple[str, str], ...]]:
     """Every instance's logged-in sessions (of ``user`` when given), each tagged with the
-    instance it is on; and the instances that could not say (URL, what went wrong)."""
+    instance it is on; and the instances that could not say (URL, what went wrong). URLs are
+    as shown (no ``user:password@``): these answers end up on screens and in logs."""
 
     def one(base: str) -> list[dict[str, object]] | str:
         query = "?" + urllib.parse.urlencode({"user": user}) if user else ""
-        request = urllib.request.Request(f"{base.rstrip('/')}/sessions{query}")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
+        url = f"{base.rstrip('/')}/sessions{query}"
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
-                listed = json.loads(answer.read(1 << 24))["sessions"]
-        except urllib.error.HTTPError as exc:
-            return f"sessions on {base}: HTTP {exc.code} {exc.reason}"
-        except urllib.error.URLError as exc:
-            return f"sessions on {base}: {exc.reason}"
-        except (TimeoutError, OSError, ValueError, KeyError, TypeError) as exc:
-            return f"sessions on {base}: {exc or type(exc).__name__}"
-        return [{**entry, "instance": base} for entry in listed]
+            body = fetch(url, token, limit=MAX_SESSIONS, timeout=TIMEOUT, deadline=DEADLINE)
+        except Unreachable as exc:
+            return f"sessions on {public_url(base)}: {exc}"
+        try:
+            listed = json.loads(body)["sessions"]
+            tagged = [{**entry, "instance": public_url(base)} for entry in listed]
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            return f"sessions on {public_url(base)}: not a sessions list ({type(exc).__name__})"
+        return tagged
 
     unique = list(dict.fromkeys(urls))
     if not unique:
@@ -147,6 +145,6 @@ def gather_sessions(
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(unique))) as pool:
         answers = list(pool.map(one, unique))
     found = [entry for answer in answers if isinstance(answer, list) for entry in answer]
-    pairs = zip(unique, answers, strict=True)
+    pairs = zip(map(public_url, unique), answers, strict=True)
     missed = tuple((url, answer) for url, answer in pairs if isinstance(answer, str))
     return found, missed

@@ -237,7 +237,7 @@ def test_misbehaving_instances_are_each_down_alone(
     assert problems[0] is None and snap["instances"][0]["up"]
     assert problems[1:] == [
         "no answer within 2 s",
-        "HTTP 302 Found",  # not followed: the token would go along
+        "answered 302: redirects are not followed",  # the token would go along
         "answer larger than 4 MiB",
         "answer is not a mailfarm /metrics page",
         "not an http:// or https:// URL",

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.configschema import ConfigError
@@ -143,8 +143,11 @@ def install(app: FastAPI) -> None:
         return problem_response(422, detail, field=first["field"], errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def on_http(request: Request, exc: StarletteHTTPException) -> Response:
         detail = exc.detail if isinstance(exc.detail, str) else TITLES.get(exc.status_code, "")
+        page = _page(request, exc.status_code, detail)
+        if page is not None:
+            return page
         return problem_response(exc.status_code, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
@@ -158,7 +161,16 @@ def install(app: FastAPI) -> None:
             type(exc).__name__,
             frames,
         )
-        return problem_response(500, "internal error (see the server log)")
+        page = _page(request, 500, "internal error (see the server log)")
+        return page or problem_response(500, "internal error (see the server log)")
+
+
+def _page(request: Request, status: int, detail: str) -> Response | None:
+    """The console's HTML error page for its own paths (the API stays problem+json)."""
+    html = getattr(request.app.state, "html_error", None)
+    if html is None or not request.url.path.startswith("/console/"):
+        return None
+    return html(request, status, TITLES.get(status, "Error"), detail)
 
 
 def _field(loc: Any) -> str | None:

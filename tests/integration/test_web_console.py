@@ -241,6 +241,9 @@ def test_hostile_requests_get_clear_errors(console: ConsoleFarm) -> None:
         answer = hal.get(path)
         assert answer.status_code in (404, 422), (path, answer.status_code)
         assert "set-cookie" not in answer.headers
+    missing = hal.get("/console/no-such-page")
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert hal.get("/api/v1/nothing").headers["content-type"].startswith("application/problem")
     assert hal.get("/console/").status_code == 200  # the server is still fine
 
 

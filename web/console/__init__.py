@@ -67,4 +67,10 @@ def install(app: FastAPI, service: Service, settings: Any) -> Console:
             error=str(exc),
         )
 
+    def html_error(request: Request, status: int, title: str, detail: str) -> Response:
+        return console.render(
+            "error.html", console.session_of(request), status=status, title=title, error=detail
+        )
+
+    app.state.html_error = html_error
     return console

@@ -33,12 +33,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from directory.provision import adminhttp
 from directory.provision.adminhttp import Unreachable, public_url
 from directory.provision.adminhttp import os_problem as _os_problem
-from directory.settings import Backends, ProvisionSettings
+from directory.settings import ToolConfig
 from web.promtext import Sample, finite, parse
 
 HTTP_TIMEOUT = 2.0  # connect, and each read
@@ -58,16 +58,6 @@ STARTED = "process_start_time_seconds"
 LoginKey = tuple[str, str]  # (protocol, outcome)
 T = TypeVar("T")
 
-
-class DashboardConfig(Protocol):
-    """What the dashboard reads of :class:`directory.settings.ToolConfig`."""
-
-    @property
-    def provision(self) -> ProvisionSettings: ...
-    @property
-    def backends(self) -> Backends: ...
-    @property
-    def admin_token(self) -> str: ...
 
 
 # -- pure parts ---------------------------------------------------------------------------
@@ -224,7 +214,7 @@ def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> dict[str, Any
     return {"up": True, "seconds": round(time.perf_counter() - started, 6), "problem": None}
 
 
-def backend_hosts(settings: DashboardConfig) -> list[tuple[str, str]]:
+def backend_hosts(settings: ToolConfig) -> list[tuple[str, str]]:
     """Every backend host, ``[provision] hosts`` first then ``[[backends]]``, each once
     (compared case-insensitively, as DNS names are), with its kind."""
     seen: dict[str, tuple[str, str]] = {}
@@ -279,7 +269,7 @@ class Dashboard:
 
     def __init__(
         self,
-        settings: DashboardConfig,
+        settings: ToolConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,

@@ -264,7 +264,7 @@ class Service:
         with self.audit.change(who, "dns.set", f"{name} {rtype}", zone) as note:
             note["detail"] = value
             with self._ldap() as writer:
-                return _dns_change(set_record(writer, zone, name, rtype, value, date.today()))
+                return set_record(writer, zone, name, rtype, value, date.today()).as_dict()
 
     def edit_dns(
         self, who: Actor, domain: str, name: str, rtype: str, old: str, new: str
@@ -285,7 +285,7 @@ class Service:
             note["detail"] = value or "all values"
             with self._ldap() as writer:
                 change = delete_record(writer, zone, name, rtype, value, date.today())
-                return _dns_change(change)
+                return change.as_dict()
 
     # -- sessions ---------------------------------------------------------------------
 
@@ -332,14 +332,3 @@ class Service:
 
 def _domain(user: Any) -> str:
     return str(user.mail).rpartition("@")[2]
-
-
-def _dns_change(change: Any) -> dict[str, Any]:
-    return {
-        "domain": change.domain,
-        "name": change.owner,
-        "type": change.rtype,
-        "values": change.values,
-        "changed": change.changed,
-        "serial": change.serial,
-    }

@@ -375,14 +375,7 @@ def dns_del(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) 
 
 
 def _dns_report(args: argparse.Namespace, change: Any, what: str) -> int:
-    data = {
-        "domain": change.domain,
-        "name": change.owner,
-        "type": change.rtype,
-        "values": change.values,
-        "changed": change.changed,
-        "serial": change.serial,
-    }
+    data = change.as_dict()
     line = f"{change.owner} {change.rtype} {what} in {change.domain}"
     if change.changed:
         line += f" (serial {change.serial})"

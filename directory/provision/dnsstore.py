@@ -159,6 +159,17 @@ class Change:
     changed: bool
     serial: int | None
 
+    def as_dict(self) -> dict[str, object]:
+        """The CLI's --json and the API's answer alike."""
+        return {
+            "domain": self.domain,
+            "name": self.owner,
+            "type": self.rtype,
+            "values": self.values,
+            "changed": self.changed,
+            "serial": self.serial,
+        }
+
 
 def set_record(
     writer: LdapWriter, domain: str, name: str, rtype: str, text: str, today: date

@@ -19,7 +19,7 @@ from web.audit import Actor, Audit
 from web.auth import require, require_domain
 from web.jobs import Jobs
 from web.problems import Problem
-from web.users import user_dict, users_page
+from web.users import forget_domain, user_dict, users_page
 
 
 def domain_of(login: str) -> str:
@@ -126,6 +126,7 @@ class Service:
             require(who.principal, "domains.delete")
             with self.audit.change(who, "domain.delete", found["domain"], found["domain"]):
                 gone, users, warnings = delete_domain(self.settings, writer, name, force)
+            forget_domain(found["domain"])
         return {**gone.as_dict(), "deleted_users": [u.mail for u in users], "warnings": warnings}
 
     # -- users ------------------------------------------------------------------------
@@ -152,6 +153,7 @@ class Service:
         with self.audit.change(who, "user.add", address, domain) as note:
             with self._ldap() as writer:
                 user = add_user(self.settings, writer, address, password, host)
+                forget_domain(domain)  # the users page shows the new user at once
                 note["detail"] = f"on {user.host}"
                 if quota is not None:
                     writer.modify(user.dn, {attr: [(REPLACE, [str(quota)])]})
@@ -175,7 +177,9 @@ class Service:
         user = self._user_change(who, "users.delete", address)
         with self.audit.change(who, "user.delete", user.mail, _domain(user)):
             with self._ldap() as writer:
-                return delete_user(self.settings, writer, user.uid).as_dict()
+                gone = delete_user(self.settings, writer, user.uid).as_dict()
+            forget_domain(_domain(user))
+            return gone
 
     def set_password(self, who: Actor, address: str, password: str) -> dict[str, Any]:
         from directory.provision.users import set_password

@@ -22,6 +22,7 @@ from directory.filters import matches, parse_filter
 from directory.model import DirectoryUnavailable, Route, means_disabled
 from directory.names import render_filter
 from directory.passwords import verify_password
+from directory.settings import DEFAULT_DOMAIN_FILTER
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class LdifSource:
         host_attribute: str = "mailHost",
         port_attribute: str | None = None,
         disabled_attribute: str | None = None,
-        domain_filter: str = "(&(objectClass=domainRelatedObject)(associatedDomain=%s))",
+        domain_filter: str = DEFAULT_DOMAIN_FILTER,
     ) -> None:
         self._path = Path(path)
         self._base = normalise_dn(base)

@@ -24,7 +24,10 @@ from common.configschema import (
 )
 
 DEFAULT_USER_FILTER = "(&(objectClass=inetLocalMailRecipient)(|(uid=%s)(mail=%s)))"
-DEFAULT_DOMAIN_FILTER = "(&(objectClass=domainRelatedObject)(associatedDomain=%s))"
+# Not a person: a console domain admin's entry (web.staff) names its domains the same way.
+DEFAULT_DOMAIN_FILTER = (
+    "(&(objectClass=domainRelatedObject)(!(objectClass=person))(associatedDomain=%s))"
+)
 BACKEND_KINDS = ("dovecot", "cyrus")
 
 

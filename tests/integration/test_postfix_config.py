@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.farm import Farm
+from directory.settings import DEFAULT_DOMAIN_FILTER
 from tests.integration.smtp_fixtures import RunningSmtpProxy, postmap
 
 pytestmark = pytest.mark.usefixtures("farm")
@@ -104,7 +105,7 @@ def test_printed_form_names_every_file(smtp_proxy: RunningSmtpProxy) -> None:
     out = result.stdout
     for name in ("domains", "mailboxes", "aliases", "transport"):
         assert f"# ==> /etc/postfix/mailfarm/ldap-{name}.cf <==" in out
-    assert "query_filter = (&(objectClass=domainRelatedObject)(associatedDomain=%s))" in out
+    assert f"query_filter = {DEFAULT_DOMAIN_FILTER}" in out
     assert "virtual_mailbox_domains = proxy:ldap:/etc/postfix/mailfarm/ldap-domains.cf" in out
     # The socketmap alternative is offered, commented out, since [lookup] listens.
     port = smtp_proxy.ports.socketmap

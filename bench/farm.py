@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import atexit
 import itertools
+import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -37,9 +39,9 @@ from pathlib import Path
 from types import TracebackType
 
 from bench.farm_cyrus import CyrusBackend, check_cyrus_root
-from bench.farm_dovecot import DovecotBackend, DovecotPorts, LdapSettings
+from bench.farm_dovecot import MAIL_USER, DovecotBackend, DovecotPorts, LdapSettings
 from bench.farm_ldap import Slapd, binary, ldif_entry, ssha, tree_entries
-from bench.farm_proc import StartError, free_ports, stop_processes
+from bench.farm_proc import StartError, free_ports, greets, stop_processes, wait_until
 from bench.pki import Pki, make_pki
 
 BASE_DN = "dc=mailfarm,dc=test"
@@ -87,6 +89,21 @@ class Backend:
     pop3s_port: int
     lmtp_port: int
     kind: str = "dovecot"  # or "cyrus"; last, with a default, so positional use still works
+    #: ManageSieve (RFC 5804) on Dovecot backends (Pigeonhole); 0 on Cyrus, which runs none.
+    sieve_port: int = 0
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """One message a backend handed to its ``sendmail_path`` (e.g. a Sieve vacation reply)."""
+
+    args: tuple[str, ...]  # sendmail's argv after the program, e.g. ("-f", "", "--", "a@b")
+    message: str  # exactly what came on stdin: headers and body
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The envelope recipients: the arguments after ``--``."""
+        return self.args[self.args.index("--") + 1 :] if "--" in self.args else ()
 
 
 def _user(address: str, password: str, backend: str) -> FarmUser:
@@ -239,7 +256,7 @@ class Farm:
                     raise
 
     def _start_daemons(self) -> None:
-        ldap_port, *ports = free_ports(6, hosts=("127.0.0.1", *BACKEND_HOSTS.values()))
+        ldap_port, sieve_port, *ports = free_ports(7, hosts=("127.0.0.1", *BACKEND_HOSTS.values()))
         ldap_dir = self.workdir / "ldap"
         shutil.rmtree(ldap_dir, ignore_errors=True)
         ldap_dir.mkdir()
@@ -283,15 +300,31 @@ class Farm:
                     self.master_password,
                     [(self.proxy_user, self.proxy_password)],
                 )
+                _add_pigeonhole(server, sieve_port)
             self._servers[name] = server
-            self.backends[name] = Backend(name, host, *ports, kind=kind)
+            self.backends[name] = Backend(
+                name, host, *ports, kind=kind, sieve_port=sieve_port if kind == "dovecot" else 0
+            )
         # Cyrus takes longest to come up (a database recovery, then its services): first.
         for server in sorted(self._servers.values(), key=lambda s: isinstance(s, DovecotBackend)):
             server.spawn()
         slapd.wait()
-        for server in self._servers.values():
+        for name, server in self._servers.items():
             server.wait()
+            self._wait_sieve(name)
         self._create_cyrus_mailboxes()
+
+    def _wait_sieve(self, name: str, timeout: float = 10.0) -> None:
+        """A Dovecot backend's ManageSieve greets (its wait() only checks IMAP/POP3/LMTP)."""
+        server, backend = self._servers[name], self.backends[name]
+        if isinstance(server, DovecotBackend) and server._proc is not None:
+            wait_until(
+                lambda: greets(backend.host, backend.sieve_port, b'"IMPLEMENTATION"'),
+                server._proc,
+                timeout,
+                f"dovecot {name} managesieve",
+                server.log,
+            )
 
     def _service_logins(self) -> Iterator[str]:
         for dn, uid, password, what in (
@@ -410,6 +443,7 @@ class Farm:
 
     def start_backend(self, name: str) -> None:
         self._servers[name].start()
+        self._wait_sieve(name)
 
     # -- data -----------------------------------------------------------------------------
 
@@ -433,6 +467,11 @@ class Farm:
         with smtplib.LMTP(target.host, target.lmtp_port, timeout=10) as lmtp:
             lmtp.sendmail("farm@mailfarm.test", [rcpt], body)
 
+    def outbox(self, name: str) -> list[SentMail]:
+        """What Dovecot backend ``name`` has sent so far through its ``sendmail_path``
+        (Sieve vacation replies, redirects), oldest first; see :func:`_add_pigeonhole`."""
+        return _read_outbox(self.workdir / name / "outbox.log")
+
     def ldap_modify(self, dn: str, changes: dict[str, list[str] | None]) -> None:
         """Replace (list) or delete (``None``) attributes of ``dn`` as the rootdn."""
         assert self._slapd is not None, "farm not started"
@@ -449,6 +488,85 @@ class Farm:
         updated = replace(current, password=password)
         self.users = [updated if u == current else u for u in self.users]
         return updated
+
+
+# Dovecot's sendmail_path for the farm: appends each message, with its argv, to outbox.log
+# beside it as "=== sendmail <argv as JSON> <size>\n", then the message's bytes and "\n".
+# It runs as the mail user, under Dovecot's scrubbed environment; flock keeps concurrent
+# deliveries' records whole.
+_SENDMAIL = """#!/usr/bin/python3 -I
+import fcntl, json, sys
+data = sys.stdin.buffer.read()
+with open({outbox!r}, "ab") as out:
+    fcntl.flock(out, fcntl.LOCK_EX)
+    out.write(b"=== sendmail %s %d\\n" % (json.dumps(sys.argv[1:]).encode(), len(data)))
+    out.write(data + b"\\n")
+"""
+_OUTBOX_RECORD = re.compile(rb"=== sendmail (\[.*\]) (\d+)\n")
+
+
+def _pigeonhole_conf(sieve_port: int, sendmail: Path) -> str:
+    # Dovecot 2.3 syntax, included after bench/farm_dovecot.py's config. listen, SSL (for
+    # STARTTLS), plaintext auth, the master passdb (``user*admin``, and PLAIN authzid with
+    # mfproxy as authcid) and the LDAP passdb/userdb are the config's global ones, so
+    # ManageSieve logins work exactly as IMAP's do.
+    return f"""# added by bench/farm.py: Pigeonhole (Sieve at LMTP delivery, ManageSieve)
+protocols = $protocols sieve
+sendmail_path = {sendmail}
+protocol lmtp {{
+  mail_plugins = $mail_plugins sieve
+}}
+plugin {{
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+  # Vacation answers only mail addressed (To/Cc/...) to the recipient: the LMTP RCPT TO
+  # address, not the uid Dovecot renames the user to.
+  sieve_vacation_use_original_recipient = yes
+}}
+service managesieve-login {{
+  inet_listener sieve {{
+    port = {sieve_port}
+  }}
+  service_count = 0
+  process_min_avail = 1
+  process_limit = 10
+}}
+service managesieve {{
+  process_limit = 100
+}}
+"""
+
+
+def _add_pigeonhole(server: DovecotBackend, sieve_port: int) -> None:
+    """Give a configured Dovecot backend Sieve at delivery, ManageSieve and a sendmail outbox."""
+    mail = pwd.getpwnam(MAIL_USER)
+    outbox = server.directory / "outbox.log"
+    outbox.write_bytes(b"")
+    os.chown(outbox, mail.pw_uid, mail.pw_gid)
+    outbox.chmod(0o644)
+    sendmail = server.directory / "sendmail"
+    sendmail.write_text(_SENDMAIL.format(outbox=str(outbox)))
+    sendmail.chmod(0o755)
+    conf = server.directory / "pigeonhole.conf"
+    conf.write_text(_pigeonhole_conf(sieve_port, sendmail))
+    with server.conf.open("a") as main_conf:
+        main_conf.write(f"!include {conf}\n")
+
+
+def _read_outbox(path: Path) -> list[SentMail]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    sent, pos = [], 0
+    while match := _OUTBOX_RECORD.match(data, pos):
+        start = match.end()
+        end = start + int(match[2])
+        if end + 1 > len(data):  # a record still being written
+            break
+        args = tuple(json.loads(match[1]))
+        sent.append(SentMail(args, data[start:end].decode("utf-8", "replace")))
+        pos = end + 1
+    return sent
 
 
 def _describe(farm: Farm) -> str:
@@ -470,7 +588,8 @@ def _describe(farm: Farm) -> str:
         lines.append(
             f"{b.name}     {b.kind:8} {b.host}  imap {b.imap_port}  imaps {b.imaps_port}"
             f"  pop3 {b.pop3_port}  pop3s {b.pop3s_port}  lmtp {b.lmtp_port}"
-            f"  log {farm.log_file(b.name)}"
+            + (f"  sieve {b.sieve_port}" if b.sieve_port else "")
+            + f"  log {farm.log_file(b.name)}"
         )
     lines.append("users:")
     for u in farm.users:

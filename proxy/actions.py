@@ -110,7 +110,9 @@ class Dialogue(Protocol):
         """Continue with bytes already buffered (after a failed login was answered)."""
         ...
 
-    def tls_started(self) -> None: ...
+    def tls_started(self) -> list[Action] | None:
+        """The handshake is done; what to send now (ManageSieve re-sends capabilities)."""
+        ...
 
     def failed(self, failure: Failure) -> bytes:
         """The reply to the pending login (or an untagged goodbye for session-wide ones)."""

@@ -126,6 +126,9 @@ def kick_goodbyes() -> dict[str, bytes]:
         out["pop3"] = pop3_bye(failure)
     except KeyError:  # KICKED known to the core but not yet worded by the POP3 dialogue
         out["pop3"] = pop3_bye(Failure.SHUTDOWN)
+    from proxy.sieve.protocol import sieve_bye
+
+    out["sieve"] = sieve_bye(failure)
     return out
 
 

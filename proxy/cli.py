@@ -64,11 +64,55 @@ def _toml_tables(section: str, table: object) -> list[tuple[str, dict]]:
     return [(f"[{section}]", table)]
 
 
+def certificate_report(settings: Settings) -> list[dict[str, object]]:
+    """Every TLS certificate with the names it serves and its notAfter; a pair that cannot
+    be served is a ConfigError naming its table and key, as at start-up."""
+    from proxy.tlscerts import PairError, check_pair
+
+    tls = settings.tls
+    if tls.cert is None or tls.key is None:
+        return []
+    pairs = [("tls", tls.cert, tls.key)] + [
+        (f"tls.certificates[{i}]", c.cert, c.key) for i, c in enumerate(tls.certificates)
+    ]
+    report = []
+    for section, cert, key in pairs:
+        try:
+            info = check_pair(cert, key)
+        except PairError as exc:
+            raise ConfigError(settings.path, section, exc.key, str(exc)) from None
+        report.append(
+            {
+                "section": section,
+                "cert": str(cert),
+                "names": list(info.names),
+                "not_after": info.not_after_text,
+                "days_left": int(info.days_left()),
+                "expires_soon": info.expires_soon(),
+            }
+        )
+    return report
+
+
+def _warn_expiry(report: list[dict[str, object]]) -> None:
+    """On stderr, and still exit 0: an expiring certificate is a job for this week, not a
+    reason to refuse a configuration (or a restart) today."""
+    for cert in report:
+        if cert["expires_soon"]:
+            print(
+                f"mailfarm: warning: [{cert['section']}] {cert['cert']} expires"
+                f" {cert['not_after']} (in {cert['days_left']} days)",
+                file=sys.stderr,
+            )
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     shown = effective_settings(settings)
+    report = certificate_report(settings)
+    _warn_expiry(report)
     if args.json:
-        print(json.dumps(shown, indent=2))
+        print(json.dumps({**shown, "certificates": report}, indent=2))
         return EXIT_OK
     print(f"# {settings.path}: OK")
     for section, table in shown.items():
@@ -77,6 +121,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             for key, value in items.items():
                 print(f"{key} = {json.dumps(value)}")
             print()
+    if report:
+        print("# TLS certificates (by SNI name; [tls] for names no other one covers):")
+    for cert in report:
+        print(
+            f"# [{cert['section']}] {cert['cert']}: names {', '.join(cert['names'])};"  # type: ignore[arg-type]
+            f" notAfter {cert['not_after']} (in {cert['days_left']} days)"
+        )
     return EXIT_OK
 
 

@@ -34,6 +34,7 @@ from directory.settings import (
     directory_settings,
     provision_settings,
 )
+from proxy.tlscerts import PairError, check_pair
 from web.settings import WEB_KEYS, WebSettings, web_settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -51,6 +52,27 @@ def _check_prefix(value: int) -> int:
     return value
 
 
+def _check_domain(value: str) -> str:
+    """A mail domain as logins carry it: lower case, no trailing dot; "" = none."""
+    domain = value.strip().rstrip(".").lower()
+    if value and (not domain or "@" in domain or any(not label for label in domain.split("."))):
+        raise ValueError(f"must be a mail domain such as example.com, not {value!r}")
+    if any(ch.isspace() for ch in domain):
+        raise ValueError(f"must be a mail domain such as example.com, not {value!r}")
+    return domain
+
+
+def _check_sni_prefixes(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Each prefix is whole labels ("mail.", or "" for the name itself), so "mail" cannot
+    turn mailexample.com into the domain "example.com"."""
+    out = []
+    for prefix in value:
+        if prefix and not prefix.endswith("."):
+            raise ValueError(f"each prefix must end with a dot (or be empty), not {prefix!r}")
+        out.append(prefix.lower())
+    return tuple(out)
+
+
 def _check_hostport(value: str) -> str:
     from common.configschema import parse_listen
 
@@ -59,6 +81,8 @@ def _check_hostport(value: str) -> str:
         raise ValueError(f"{value!r} needs a host")
     return value
 
+
+SNI_DOMAIN_PREFIXES = ("mail.", "imap.", "pop.", "pop3.", "smtp.", "sieve.")
 
 PROXY_KEYS = {
     "workers": Key("any", 1, _check_workers),
@@ -77,9 +101,14 @@ PROXY_KEYS = {
     "idle_timeout": Key("float", 3600.0, positive),
     "shutdown_grace": Key("float", 30.0),
     "log_level": Key("str", "info", one_of("debug", "info", "warning", "error")),
+    "default_domain": Key("str", "", _check_domain),
+    "default_domain_from_sni": Key("bool", False),
+    "sni_domain_prefixes": Key("strlist", SNI_DOMAIN_PREFIXES, _check_sni_prefixes),
 }
 
 TLS_KEYS = {"cert": Key("path", None), "key": Key("path", None)}
+# One [[tls.certificates]] table: a further certificate, served to the names in its SAN.
+TLS_CERTIFICATE_KEYS = {"cert": Key("path", None), "key": Key("path", None)}
 
 # Who may connect to the Postfix-facing listeners ([lookup], [lmtp]): they answer anyone's
 # questions about every mailbox and take mail for it, so by default only this host.
@@ -153,12 +182,24 @@ class ProxySettings:
     idle_timeout: float
     shutdown_grace: float
     log_level: str
+    # A bare login (no "@") is tried as login@<domain>: the one the client's SNI names
+    # (default_domain_from_sni), else default_domain; "" = none. See proxy.logincheck.
+    default_domain: str = ""
+    default_domain_from_sni: bool = False
+    sni_domain_prefixes: tuple[str, ...] = SNI_DOMAIN_PREFIXES
+
+
+@dataclass(frozen=True, slots=True)
+class CertificatePair:
+    cert: Path
+    key: Path
 
 
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
     cert: Path | None
     key: Path | None
+    certificates: tuple[CertificatePair, ...] = ()  # [[tls.certificates]], chosen by SNI
 
     @property
     def enabled(self) -> bool:
@@ -227,6 +268,7 @@ class Settings:
     tls: TlsSettings
     imap: ProtocolSettings
     pop3: ProtocolSettings
+    sieve: ProtocolSettings
     lookup: LookupSettings
     lmtp: LmtpSettings
     submission: SubmissionSettings
@@ -250,6 +292,7 @@ SECTIONS: dict[str, dict[str, Key]] = {
     "tls": TLS_KEYS,
     "imap": _protocol_keys(143),
     "pop3": _protocol_keys(110),
+    "sieve": _protocol_keys(4190),  # ManageSieve, RFC 5804
     "lookup": LOOKUP_KEYS,
     "lmtp": LMTP_KEYS,
     "submission": SUBMISSION_KEYS,
@@ -278,16 +321,26 @@ def load_config(path: str | Path) -> Settings:
             raise ConfigError(path, name, None, f"unknown section (known sections: {known})")
     if "directory" not in doc:
         raise ConfigError(path, "directory", None, "section is required")
+    tls_table = doc.get("tls")
+    if isinstance(tls_table, dict) and "certificates" in tls_table:
+        tls_table = dict(tls_table)
+        certificates = _tls_certificates(path, tls_table.pop("certificates"))
+        doc["tls"] = tls_table
+    else:
+        certificates = ()
     tables = {
         name: read_table(path, name, doc.get(name), keys)
         for name, keys in SECTIONS.items()
         if name not in OWN_READERS
     }
-    tls = TlsSettings(**tables["tls"])
+    tls = TlsSettings(**tables["tls"], certificates=certificates)
     if (tls.cert is None) != (tls.key is None):
         missing = "key" if tls.key is None else "cert"
         raise ConfigError(path, "tls", missing, "cert and key must be given together")
-    protocols = {name: ProtocolSettings(**tables[name]) for name in ("imap", "pop3")}
+    if certificates and not tls.enabled:
+        problem = "needs [tls] cert and key (the certificate for names no other one covers)"
+        raise ConfigError(path, "tls", "certificates", problem)
+    protocols = {name: ProtocolSettings(**tables[name]) for name in ("imap", "pop3", "sieve")}
     for name, proto in protocols.items():
         if proto.tls_listen and not tls.enabled:
             raise ConfigError(path, name, "tls_listen", "needs [tls] cert and key")
@@ -304,6 +357,7 @@ def load_config(path: str | Path) -> Settings:
         tls=tls,
         imap=protocols["imap"],
         pop3=protocols["pop3"],
+        sieve=protocols["sieve"],
         lookup=LookupSettings(**tables["lookup"]),
         lmtp=LmtpSettings(**tables["lmtp"]),
         submission=submission,
@@ -314,7 +368,33 @@ def load_config(path: str | Path) -> Settings:
     )
 
 
+def _tls_certificates(path: Path, value: Any) -> tuple[CertificatePair, ...]:
+    """``[[tls.certificates]]``: each pair is loaded once here, so a key that does not match
+    its certificate is a config error (exit 2) and not a failure at the first handshake."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(path, "tls", "certificates", "must be [[tls.certificates]] tables")
+    out = []
+    for index, table in enumerate(value):
+        section = f"tls.certificates[{index}]"
+        pair = read_table(path, section, table, TLS_CERTIFICATE_KEYS)
+        for name in ("cert", "key"):
+            if pair[name] is None:
+                raise ConfigError(path, section, name, "is required")
+        _check_pair(path, section, pair["cert"], pair["key"])
+        out.append(CertificatePair(pair["cert"], pair["key"]))
+    return tuple(out)
+
+
+def _check_pair(path: Path, section: str, cert: Path, key: Path) -> None:
+    try:
+        check_pair(cert, key)
+    except PairError as exc:
+        raise ConfigError(path, section, exc.key, str(exc)) from None
+
+
 def _show(value: Any) -> Any:
+    if isinstance(value, CertificatePair):
+        return {"cert": str(value.cert), "key": str(value.key)}
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, tuple):

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable
 from typing import Protocol
 
-from proxy import proxyproto
+from proxy import proxyproto, tlscerts
 from proxy.actions import Failure
 from proxy.config import Network, TlsSettings
 from proxy.limits import Slot
@@ -26,20 +26,27 @@ from proxy.stream import Conn, ConnectionClosed, TlsFailed
 log = logging.getLogger("mailfarm.listener")
 
 
+def _pairs(tls: TlsSettings) -> tuple[tlscerts.Pair, list[tlscerts.Pair]]:
+    assert tls.cert is not None and tls.key is not None
+    return (tls.cert, tls.key), [(c.cert, c.key) for c in tls.certificates]
+
+
 def server_tls_context(tls: TlsSettings) -> ssl.SSLContext | None:
-    """The server context; reload it in place with :func:`reload_tls` on SIGHUP."""
+    """The one server context of every TLS listener and STARTTLS (IMAP, POP3, submission,
+    ManageSieve): the ``[tls]`` certificate, switched per SNI name to one of
+    ``[[tls.certificates]]`` (:mod:`proxy.tlscerts`); reload it with :func:`reload_tls`."""
     if not tls.enabled:
         return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(tls.cert), str(tls.key))
-    return ctx
+    default, extra = _pairs(tls)
+    return tlscerts.server_context(default, extra)
 
 
 def reload_tls(ctx: ssl.SSLContext, tls: TlsSettings) -> None:
-    """Loading a chain into the live context affects every later handshake on every
-    listener that shares it, with no listener restart."""
-    ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    """Reloading the live context affects every later handshake on every listener that
+    shares it, with no listener restart; a bad file keeps every old certificate
+    (:class:`~proxy.tlscerts.PairError`, a ValueError)."""
+    default, extra = _pairs(tls)
+    tlscerts.reload(ctx, default, extra)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -43,7 +43,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-PROTOCOLS = ("imap", "pop3")
+PROTOCOLS = ("imap", "pop3", "sieve")
 STATES = ("preauth", "proxied")
 LOGIN_OUTCOMES = (
     "ok",

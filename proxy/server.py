@@ -2,7 +2,8 @@
 
 SIGTERM (or SIGINT): stop accepting, let sessions end by themselves for ``shutdown_grace``
 seconds, then close the rest with the protocol's goodbye. SIGHUP: reload the TLS
-certificate and key, re-read an LDIF directory, flush the route cache.
+certificates and keys (``[tls]`` and every ``[[tls.certificates]]``), re-read an LDIF
+directory, flush the route cache.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def dialects(settings: Settings) -> list[Dialect]:
     except ImportError:
         return out
     out.append(pop3_dialect(settings.pop3))
+    from proxy.sieve.protocol import sieve_dialect
+
+    out.append(sieve_dialect(settings.sieve))
     return out
 
 
@@ -102,7 +106,8 @@ class Server:
         if self.env.server_tls is not None:
             try:
                 reload_tls(self.env.server_tls, self.settings.tls)
-                log.info("TLS certificate reloaded")
+                count = 1 + len(self.settings.tls.certificates)
+                log.info("TLS certificate reloaded (%d certificate%s)", count, "s"[: count - 1])
             except (OSError, ValueError) as exc:
                 log.error("TLS reload failed, keeping the old certificate: %s", exc)
         reload = getattr(self.directory.source, "reload", None)

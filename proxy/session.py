@@ -37,6 +37,7 @@ from proxy.metrics import Metrics
 from proxy.relay import Relay
 from proxy.sasl import Credentials
 from proxy.stream import Conn, ConnectionClosed, TlsFailed
+from proxy.tlscerts import requested_name
 
 log = logging.getLogger("mailfarm.session")
 
@@ -264,11 +265,15 @@ async def _dialogue_loop(
         elif isinstance(action, StartTls):
             assert env.server_tls is not None
             await conn.start_tls(env.server_tls, server_side=True)
-            dialogue.tls_started()
+            pending.extend(dialogue.tls_started() or ())
         elif isinstance(action, Authenticate):
             creds = action.credentials
             record.login = creds.authcid
-            result = await _authenticate_and_connect(dialect, env, client, creds, record)
+            # The SNI name as of now: a STARTTLS upgrade has replaced the transport.
+            server_name = requested_name(conn.transport)
+            result = await _authenticate_and_connect(
+                dialect, env, client, creds, record, server_name
+            )
             if not isinstance(result, Failure):
                 env.metrics.login(dialect.name, "ok")
                 backend, info = result
@@ -294,8 +299,17 @@ async def _authenticate_and_connect(
     client: ClientInfo,
     creds: Credentials,
     record: SessionRecord,
+    server_name: str | None = None,
 ) -> tuple[Conn, BackendInfo] | Failure:
-    verdict = await check_login(env.directory, env.limits, client.ip, client.trusted, creds)
+    verdict = await check_login(
+        env.directory,
+        env.limits,
+        client.ip,
+        client.trusted,
+        creds,
+        proxy=env.proxy,
+        server_name=server_name,
+    )
     route = verdict.route
     if route is not None:
         record.uid = route.uid

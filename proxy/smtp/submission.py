@@ -42,6 +42,7 @@ from proxy.smtp.base import TrackedSession, resolve_hostname
 from proxy.smtp.lmtpclient import SmtpClient, SmtpClientError
 from proxy.smtp.wire import reverse_path
 from proxy.smtp.xclient import mail_params, open_relay, xclient_attributes
+from proxy.tlscerts import requested_name
 
 log = logging.getLogger("mailfarm.submission")
 
@@ -233,7 +234,13 @@ class SubmissionSession(TrackedSession):
         self.record.login = creds.authcid
         client = self.client
         verdict = await check_login(
-            self.env.directory, self.env.limits, client.ip, client.trusted, creds
+            self.env.directory,
+            self.env.limits,
+            client.ip,
+            client.trusted,
+            creds,
+            proxy=self.env.proxy,
+            server_name=requested_name(self.transport),
         )
         route = verdict.route
         if route is not None:

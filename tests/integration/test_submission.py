@@ -300,3 +300,24 @@ def test_sasl_challenges_and_cancel(farm: Farm, smtp_proxy: RunningSmtpProxy) ->
         code, _ = client.docmd(base64.b64encode(bob.password.encode()).decode())
         assert code == 235
         assert client.docmd("AUTH", "PLAIN")[0] == 503  # once per session
+
+
+def test_bare_login_gets_the_default_domain(farm: Farm, tmp_path: Path) -> None:
+    """[proxy] default_domain applies to submission's AUTH as to IMAP's and POP3's."""
+    ports = SmtpPorts()
+    sections = smtp_sections(farm, ports)
+    sections["proxy"]["default_domain"] = "example.com"
+    process = MailfarmProcess(tmp_path, sections, "smtp-default-domain").start()
+    try:
+        carol = farm.user("carol@example.com")
+        local = carol.address.split("@")[0]
+        with smtplib.SMTP_SSL(
+            "127.0.0.1", ports.submissions, context=tls_context(farm), timeout=30
+        ) as client:
+            client.ehlo("client.example.net")
+            assert client.login(local, carol.password)[0] == 235
+        assert wait_for_log(
+            RunningSmtpProxy(ports, process), f"login={local} uid={carol.uid}"
+        )
+    finally:
+        process.stop()

@@ -208,6 +208,7 @@ async def _accept(
     connection is admitted."""
     assert conn.transport is not None
     tls_active = False
+    sni: str | None = None
     ip, cport = transport_address(conn.transport, "peername")
     lip, lport = transport_address(conn.transport, "sockname")
     if proxied:
@@ -229,9 +230,13 @@ async def _accept(
             ip, cport = header.source
         if header.destination is not None:
             lip, lport = header.destination
-        # HAProxy that ended TLS itself (send-proxy-v2-ssl) vouches that the client used it.
+        # HAProxy that ended TLS itself (send-proxy-v2-ssl) vouches that the client used it,
+        # and may pass on the name it asked for (proxy-v2-options authority).
         tls_active = header.tls
-    client = ClientInfo(ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks))
+        sni = header.authority if header.tls else None
+    client = ClientInfo(
+        ip, cport, lip, lport, is_trusted(ip, env.proxy.trusted_networks), balancer_sni=sni
+    )
     slot = admit(env, dialect.name, client)
     if slot is None:
         if not tls_first:  # a goodbye in clear would only garble a TLS client's handshake

@@ -29,6 +29,7 @@ MAX_V2 = V2_FIXED + 0xFFFF
 
 PP2_TYPE_ALPN = 0x01
 PP2_TYPE_AUTHORITY = 0x02
+_HOSTNAME = re.compile(rb"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?")
 PP2_TYPE_CRC32C = 0x03
 PP2_TYPE_NOOP = 0x04
 PP2_TYPE_UNIQUE_ID = 0x05
@@ -90,6 +91,15 @@ class ProxyHeader:
         if self.family in (Family.TCP4, Family.TCP6) and self.dst_ip is not None:
             return self.dst_ip, self.dst_port or 0
         return None
+
+    @property
+    def authority(self) -> str | None:
+        """The name the client asked the balancer for (SNI), from PP2_TYPE_AUTHORITY
+        (HAProxy ``proxy-v2-options authority``); None unless it is a host name."""
+        raw = self.tlvs.get(PP2_TYPE_AUTHORITY, b"")
+        if not raw or len(raw) > 253 or not _HOSTNAME.fullmatch(raw):
+            return None
+        return raw.decode("ascii").lower().rstrip(".")
 
     @property
     def tls(self) -> bool:

@@ -49,6 +49,8 @@ class ClientInfo:
     local_ip: str
     local_port: int
     trusted: bool
+    # The SNI name the client used when a balancer ended its TLS (PROXY v2 authority TLV).
+    balancer_sni: str | None = None
 
 
 BackendLogin = Callable[
@@ -270,7 +272,7 @@ async def _dialogue_loop(
             creds = action.credentials
             record.login = creds.authcid
             # The SNI name as of now: a STARTTLS upgrade has replaced the transport.
-            server_name = requested_name(conn.transport)
+            server_name = requested_name(conn.transport) or client.balancer_sni
             result = await _authenticate_and_connect(
                 dialect, env, client, creds, record, server_name
             )

@@ -20,7 +20,7 @@ import pytest
 
 from bench.certs import IssuedCert, issue_cert
 from bench.farm import Farm
-from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, render_toml
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port, render_toml
 from tests.integration.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
@@ -256,3 +256,43 @@ def test_check_config_refuses_a_mismatched_pair(farm: Farm, sni: SniProxy, tmp_p
     assert result.returncode == 2
     assert f"{config}: [tls.certificates[0]] key: " in result.stderr
     assert "does not match" in result.stderr
+
+
+def _imap_login_behind_balancer(port: int, authority: bytes | None, password: str) -> bytes:
+    """What a login as bare ``alice`` gets through a PROXY v2 header that says the
+    balancer ended the client's TLS, with or without the SNI name it saw."""
+    from proxy.proxyproto import PP2_TYPE_AUTHORITY, PP2_TYPE_SSL, build_v2
+
+    tlvs = {PP2_TYPE_SSL: b"\x01\x00\x00\x00\x00"}
+    if authority is not None:
+        tlvs[PP2_TYPE_AUTHORITY] = authority
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(build_v2("198.51.100.7", 40000, "127.0.0.1", port, tlvs=tlvs))
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"* OK")
+        sock.sendall(b'a1 LOGIN alice "' + password.encode() + b'"\r\n')
+        while not (line := reader.readline()).startswith(b"a1 "):
+            pass
+        return line
+
+
+def test_sni_name_from_the_balancer_picks_the_domain(farm: Farm, tmp_path: Path) -> None:
+    alice = farm.user("alice@example.co.uk")
+    ports, port = ProxyPorts(), free_port()
+    sections = farm_config(
+        farm,
+        ports,
+        trusted=False,
+        proxy={"default_domain_from_sni": True, "haproxy_trusted_networks": ["127.0.0.1/32"]},
+    )
+    sections["imap"]["proxy_protocol_listen"] = [f"127.0.0.1:{port}"]
+    process = MailfarmProcess(tmp_path, sections, "balancer-sni").start()
+    try:
+        answer = _imap_login_behind_balancer(port, COUK.encode(), alice.password)
+        assert answer.startswith(b"a1 OK"), answer
+        refused = _imap_login_behind_balancer(port, None, alice.password)
+        assert refused.startswith(b"a1 NO"), refused  # no name: a bare login is nobody
+        junk = _imap_login_behind_balancer(port, b"mail.exa\xffmple.co.uk", alice.password)
+        assert junk.startswith(b"a1 NO"), junk
+    finally:
+        process.stop()

@@ -1,8 +1,9 @@
 """``python -m bench.standup``: a farm with bulk users and mailfarm in front, for load tests.
 
-Writes what a bench run needs (ports, pids, CA) as JSON to ``--info`` and keeps everything
-up until Ctrl-C, SIGTERM or ``--for`` seconds, so ``mailfarm bench`` runs can be pointed at
-it from another shell. BENCHMARKS.md uses it.
+Writes what a bench run needs (ports, pids, CA; with ``--peer`` also a Dovecot proxy in
+front of the same backends, the peer mailfarm is measured against) as JSON to ``--info``
+and keeps everything up until Ctrl-C, SIGTERM or ``--for`` seconds, so ``mailfarm bench``
+runs can be pointed at it from another shell. BENCHMARKS.md uses it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.dovecotproxy import PeerPorts, start_peer
 from bench.farm import Farm
-from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -35,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE",
         help="a [proxy] setting for mailfarm, e.g. workers=2 or auth_cache_ttl=60",
+    )
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also start a Dovecot proxy in front of the same backends (the peer to beat)",
     )
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {}
@@ -65,12 +72,26 @@ def main(argv: list[str] | None = None) -> int:
                 "ca": str(farm.pki.ca_cert),
                 "log": str(proc.log_path),
             }
+            peer = None
+            if args.peer:
+                ports_ = PeerPorts(free_port(), free_port(), free_port(), free_port())
+                peer = start_peer(farm, Path(tmp) / "dovecot-proxy", ports_)
+                info["dovecot_proxy"] = {
+                    "imap": ports_.imap,
+                    "imaps": ports_.imaps,
+                    "pop3": ports_.pop3,
+                    "pop3s": ports_.pop3s,
+                    "pid": peer.pid,
+                }
             args.info.write_text(json.dumps(info, indent=1))
             print(json.dumps(info), flush=True)
             try:
                 time.sleep(args.seconds)
             except KeyboardInterrupt:
                 pass
+            finally:
+                if peer is not None:
+                    peer.stop()
     args.info.unlink(missing_ok=True)
     return 0
 

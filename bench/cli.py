@@ -84,6 +84,12 @@ def _common(p: argparse.ArgumentParser, workers_help: str, default_workers: int)
     c.add_argument("--compare", metavar="HOST:PORT", help="second endpoint, same load")
     c.add_argument("--compare-label", help="name of the second endpoint (default host:port)")
     c.add_argument(
+        "--compare2",
+        metavar="HOST:PORT",
+        help="a third endpoint, same load (e.g. mailfarm vs the Dovecot proxy vs direct)",
+    )
+    c.add_argument("--compare2-label", help="name of the third endpoint (default host:port)")
+    c.add_argument(
         "--round",
         type=_positive(float),
         default=5.0,
@@ -143,6 +149,14 @@ def _common(p: argparse.ArgumentParser, workers_help: str, default_workers: int)
         default=[],
         metavar="PID",
         help="the same for B's rounds",
+    )
+    m.add_argument(
+        "--compare2-cpu-pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="the same for C's rounds (--compare2)",
     )
     m.add_argument("--pid-tree", action="store_true", help="include every child process")
     o = p.add_argument_group("output")
@@ -245,9 +259,12 @@ def build_spec(args: argparse.Namespace) -> Spec:
         raise UsageError("PNG reports are not available (no plotting dependency): use .html")
     tls = "tls" if args.tls else "starttls" if args.starttls else "none"
     hosts = [(args.host, args.port, args.label)]
-    if args.compare:
-        host, port = parse_hostport(args.compare)
-        hosts.append((host, port, args.compare_label))
+    if args.compare2 and not args.compare:
+        raise UsageError("--compare2 needs --compare")
+    for other, label in ((args.compare, args.compare_label), (args.compare2, args.compare2_label)):
+        if other:
+            host, port = parse_hostport(other)
+            hosts.append((host, port, label))
     targets = []
     for host, port, label in hosts:
         check_host(host, port, args.allow_remote)
@@ -256,6 +273,7 @@ def build_spec(args: argparse.Namespace) -> Spec:
     pids = (
         args.cpu_pid
         + args.compare_cpu_pid
+        + args.compare2_cpu_pid
         + getattr(args, "pid", [])
         + getattr(args, "compare_pid", [])
     )
@@ -265,6 +283,7 @@ def build_spec(args: argparse.Namespace) -> Spec:
     watches = (
         Watch(tuple(args.cpu_pid), tuple(getattr(args, "pid", [])), args.pid_tree),
         Watch(tuple(args.compare_cpu_pid), tuple(getattr(args, "compare_pid", [])), args.pid_tree),
+        Watch(tuple(args.compare2_cpu_pid), (), args.pid_tree),
     )
     options = Options(
         timeout=args.timeout,

@@ -13,7 +13,12 @@ from typing import Any
 
 from bench.charts import bar_chart, line_chart, xy_chart
 
-COLORS = ("#2563eb", "#ea580c")  # A blue, B orange (distinguishable for most colour-blind)
+# A blue, B orange, C grey (distinguishable for most colour-blind readers)
+COLORS = ("#2563eb", "#ea580c", "#6b7280")
+
+
+def _color(role: str) -> str:
+    return COLORS["ABC".index(role) % len(COLORS)]
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -71,14 +76,14 @@ def render_text(doc: dict[str, Any]) -> str:
     if doc.get("interrupted"):
         lines.append("")
         lines.append("interrupted (Ctrl-C): the figures cover the part that ran")
-    comparison = doc.get("comparison")
-    if comparison:
+    comparisons = doc.get("comparisons") or ([doc["comparison"]] if doc.get("comparison") else [])
+    for n, comparison in enumerate(comparisons, 1):
         lines.append("")
         lines.append(f"ratio: {comparison['text']}")
         p50, p99 = comparison.get("latency_p50_ratio"), comparison.get("latency_p99_ratio")
         if p50 is not None:
             lines.append(
-                f"latency ratio {doc['targets'][0]['label']} / {doc['targets'][1]['label']}:"
+                f"latency ratio {doc['targets'][0]['label']} / {doc['targets'][n]['label']}:"
                 f" p50 {_fmt(p50, 2)}, p99 {_fmt(p99, 2)}"
             )
     return "\n".join(lines) + "\n"
@@ -176,7 +181,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def _swatch(role: str) -> str:
-    color = COLORS[0 if role == "A" else 1]
+    color = _color(role)
     return f'<span class="swatch" style="background:{color}"></span>'
 
 
@@ -206,8 +211,8 @@ def render_html(doc: dict[str, Any]) -> str:
         f" {escape(doc['started'])} · {doc['elapsed_s']:.1f} s · {doc['users']['count']}"
         f" users from {escape(doc['users']['source'])}</p>",
     ]
-    comparison = doc.get("comparison")
-    if comparison:
+    comparisons = doc.get("comparisons") or ([doc["comparison"]] if doc.get("comparison") else [])
+    for comparison in comparisons:
         parts.append(f'<div class="card"><div class="ratio">{escape(comparison["text"])}</div>')
         if comparison.get("latency_p50_ratio") is not None:
             parts.append(
@@ -236,7 +241,7 @@ def _charts(doc: dict[str, Any]) -> list[str]:
     if hists:
         edges = hists[0]["histogram"]["edges_ms"]
         series = [
-            (f"{t['role']} {t['label']}", COLORS["AB".index(t["role"])], t["histogram"]["counts"])
+            (f"{t['role']} {t['label']}", _color(t["role"]), t["histogram"]["counts"])
             for t in hists
         ]
         what = {"fetch": "fetch", "idle": "session set-up"}.get(mode, "login transaction")
@@ -250,7 +255,7 @@ def _charts(doc: dict[str, Any]) -> list[str]:
         values = [v / width for v in t["timeline"][key]] if key == "ok" else t["timeline"][key]
         own = [(r["start_s"], r["end_s"]) for r in rounds if r["target"] == index]
         values = only_while_running(values, width, own)
-        series_t.append((f"{t['role']} {t['label']}", COLORS["AB".index(t["role"])], values))
+        series_t.append((f"{t['role']} {t['label']}", _color(t["role"]), values))
     unit = {"fetch": "MB/s", "idle": "sessions set up/s"}.get(mode, "logins/s")
     spans = [(r["start_s"], r["end_s"], COLORS[r["target"]]) for r in doc.get("rounds", [])]
     out.append(f"<h2>Throughput over time ({escape(unit)}, {width:g} s buckets)</h2>")
@@ -260,7 +265,7 @@ def _charts(doc: dict[str, Any]) -> list[str]:
         for t in targets:
             points = [p for r in t["idle"]["rounds"] for p in r["memory_samples"]]
             if points:
-                color = COLORS["AB".index(t["role"])]
+                color = _color(t["role"])
                 mem_series.append((f"{t['role']} {t['label']}", color, points))
         if mem_series:
             out.append("<h2>Memory of the watched processes while holding (MB)</h2>")

@@ -274,7 +274,9 @@ def build_document(
         "settings": spec.settings,
         "targets": targets,
         "rounds": [{"target": t, "start_s": a, "end_s": b} for t, a, b in spans],
-        "comparison": compare(spec.mode, targets) if len(targets) == 2 else None,
+        "comparison": compare(spec.mode, targets[:2]) if len(targets) >= 2 else None,
+        # A against every other target: with --compare2, the peer and the ceiling at once.
+        "comparisons": [compare(spec.mode, [targets[0], other]) for other in targets[1:]],
     }
 
 
@@ -292,7 +294,7 @@ def _target_doc(
     ep = rec.endpoint
     hist = histogram(rec.latency.values, edges) if edges and len(rec.latency) else None
     doc: dict[str, Any] = {
-        "role": "AB"[index],
+        "role": "ABC"[index],
         "label": ep.name,
         "address": ep.address,
         "protocol": ep.protocol,

@@ -1,4 +1,4 @@
-"""The HTTP admin endpoint: ``/metrics``, ``/healthz``, ``POST /flush``, ``POST /kick``.
+"""The HTTP admin endpoint: ``/metrics``, ``/healthz``, ``/sessions``, ``POST /flush``, ``/kick``.
 
 Why a few lines of HTTP/1.1 of our own instead of aiohttp: four fixed routes, one request per
 connection, no bodies we read; a dependency that size would be most of the attack surface.
@@ -444,10 +444,19 @@ class AdminServer:
         return Response(200, body, content_type)
 
     async def get_healthz(self, request: Request) -> Response:
+        # Which worker answered and how many there are, so the admin tool can reach every
+        # worker (port + i) from the one URL per instance an operator lists. Not secret: a
+        # port scan tells as much. "status" stays first: probes may match the body's start.
         sessions = self.env.sessions
         return _json(
             200,
-            {"status": "ok", "preauth": len(sessions.preauth), "proxied": len(sessions.relays)},
+            {
+                "status": "ok",
+                "preauth": len(sessions.preauth),
+                "proxied": len(sessions.relays),
+                "worker": getattr(self.env, "worker", 0),
+                "workers": getattr(self.env, "workers", 1),
+            },
         )
 
     async def post_flush(self, request: Request) -> Response:

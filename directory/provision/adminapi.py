@@ -10,15 +10,24 @@ first and cannot wait, and what matters afterwards is which instances may still 
 their caches (a remembered login, a route saying "enabled"). :func:`tell_every_instance`
 therefore tries every instance and reports each one it could not tell, whatever the reason:
 from here, "refused" cannot be told apart from "listening elsewhere" or "a firewall".
+
+One URL per instance is enough, whatever its ``[proxy] workers``: each worker process has
+its own sessions and caches on its own admin port (worker i on port + i), and ``/healthz``
+says which worker answered and how many there are, so :func:`worker_urls` turns
+``http://h:9143`` of a 3-worker instance into ports 9143, 9144 and 9145 (listing every
+worker port, as older configs do, comes to the same). Every result is then per worker URL.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from directory.provision import Unavailable
 from directory.provision.adminhttp import Unreachable, fetch, public_url
@@ -28,6 +37,80 @@ DEADLINE = 15.0  # a whole answer: an instance dripping bytes is given up
 MAX_PARALLEL = 8  # instances told at once: one that does not answer costs TIMEOUT, not N x
 MAX_ACTION_ANSWER = 1 << 16  # /flush and /kick answer a line of JSON
 MAX_SESSIONS = 1 << 24  # /sessions names every logged-in user
+MAX_HEALTHZ = 1 << 12  # /healthz answers a few counters
+MAX_WORKERS = 256  # more than any host has cores: a larger figure is not believed
+WORKERS_TTL = 60.0  # how long an instance's worker count is remembered (the web service
+# lives for days; a CLI run is one use): a restart with other [proxy] workers is seen soon
+
+
+_workers_lock = threading.Lock()
+_workers_seen: dict[str, tuple[float, tuple[str, ...]]] = {}  # URL -> (when, worker URLs)
+
+
+def _with_port(base: str, port: int) -> str:
+    parts = urllib.parse.urlsplit(base)
+    host = parts.netloc.rsplit(":", 1)[0]  # keeps user:password@ and an IPv6 [literal]
+    return parts._replace(netloc=f"{host}:{port}").geturl()
+
+
+def _probe_workers(base: str) -> tuple[str, ...] | None:
+    """Every worker URL of the instance at ``base``, from its ``/healthz``; ``None`` when
+    it could not say (down, an error, an answer without the fields)."""
+    try:
+        parts = urllib.parse.urlsplit(base)
+        port = parts.port
+    except ValueError:
+        return None
+    # Worker i is at port + i of the instance itself; a URL with a path is likely a reverse
+    # proxy's, whose port means nothing of the kind: it is used as it is.
+    if port is None or parts.path not in ("", "/") or parts.query:
+        return None
+    try:
+        # No token: /healthz is open, and the token need go nowhere it is not needed.
+        body = fetch(
+            f"{base.rstrip('/')}/healthz", limit=MAX_HEALTHZ, timeout=TIMEOUT, deadline=DEADLINE
+        )
+        health = json.loads(body)
+        workers, worker = health.get("workers", 1), health.get("worker", 0)
+    except (Unreachable, ValueError, AttributeError, RecursionError):
+        return None
+    if not all(type(n) is int for n in (workers, worker)) or not 0 <= worker < workers:
+        return None
+    first = port - worker
+    if workers == 1 or workers > MAX_WORKERS or first < 1 or first + workers > 65536:
+        return (base,)
+    return tuple(_with_port(base, first + i) for i in range(workers))
+
+
+def worker_urls(base: str) -> tuple[str, ...]:
+    """The admin URL of every worker of the instance at ``base`` (``base`` alone when it
+    runs one worker or cannot say; a failure then shows in the request that follows).
+
+    What an instance says is remembered for :data:`WORKERS_TTL` seconds, so one command
+    probes each instance once however many requests it then makes.
+    """
+    now = time.monotonic()
+    with _workers_lock:
+        seen = _workers_seen.get(base)
+    if seen is not None and now - seen[0] < WORKERS_TTL:
+        return seen[1]
+    found = _probe_workers(base)
+    if found is None:
+        return (base,)
+    with _workers_lock:
+        _workers_seen[base] = (now, found)
+    return found
+
+
+def expand(urls: Sequence[str]) -> list[str]:
+    """``[provision] admin_urls`` with every instance expanded to all its worker URLs, in
+    order and each once (a config may list the worker ports itself)."""
+    unique = list(dict.fromkeys(urls))
+    if not unique:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(unique))) as pool:
+        expanded = list(pool.map(worker_urls, unique))
+    return list(dict.fromkeys(url for urls_of in expanded for url in urls_of))
 
 
 def action_url(base: str, action: str, uid: str) -> str:
@@ -45,19 +128,25 @@ class _Failed(Exception):
         self.refused = refused
 
 
-def _post(base: str, token: str, action: str, uid: str) -> None:
-    """POST ``action`` for ``uid`` to one instance; raises :class:`_Failed` naming it.
+def _post(base: str, token: str, action: str, uid: str | None) -> dict[str, Any]:
+    """POST ``action`` (for ``uid``; ``None``: everyone, /flush only) to one instance; its
+    JSON answer (``{}`` if it is not JSON). Raises :class:`_Failed` naming the instance.
 
     Through :func:`~directory.provision.adminhttp.fetch`, so the token goes to this URL
     only: no redirect is followed (one is a failure) and no proxy from the environment used.
     """
-    url = action_url(base, action, uid)
+    url = action_url(base, action, uid) if uid is not None else f"{base.rstrip('/')}/{action}"
     try:
-        fetch(
+        body = fetch(
             url, token, method="POST", limit=MAX_ACTION_ANSWER, timeout=TIMEOUT, deadline=DEADLINE
         )
     except Unreachable as exc:
         raise _Failed(f"{action} on {public_url(base)}: {exc}", exc.refused) from None
+    try:
+        answer = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 def call(urls: Sequence[str], token: str, action: str, uid: str, strict: bool = True) -> list[str]:
@@ -68,7 +157,7 @@ def call(urls: Sequence[str], token: str, action: str, uid: str, strict: bool = 
     move can no longer be undone).
     """
     warnings: list[str] = []
-    for base in urls:
+    for base in expand(urls):
         try:
             _post(base, token, action, uid)
         except _Failed as exc:
@@ -89,32 +178,69 @@ class Notified:
     missed: tuple[tuple[str, str], ...]
 
 
-def tell_every_instance(
-    urls: Sequence[str], token: str, uids: Sequence[str], actions: Sequence[str]
-) -> Notified:
-    """POST each of ``actions`` (in order) for each uid to every instance; never raises.
+@dataclass(frozen=True, slots=True)
+class Told:
+    """One worker URL's outcome (shown without ``user:password@``): ``problem`` is what went
+    wrong (``None``: every request succeeded), ``answers`` the JSON answers it gave."""
 
-    An instance is "reached" only when every request succeeded; at its first failure the rest
-    for that instance are skipped (the next would most likely fail the same way).
+    url: str
+    problem: str | None = None
+    answers: tuple[dict[str, Any], ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def total(self, key: str) -> int | None:
+        """The sum of ``key`` (``kicked``, ``flushed``) over the answers; ``None`` when no
+        answer has it (an instance that does not count)."""
+        counts = [a[key] for a in self.answers if type(a.get(key)) is int]
+        return sum(counts) if counts else None
+
+    def as_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"instance": self.url, "ok": self.ok}
+        if self.problem is not None:
+            out["problem"] = self.problem
+        for key in ("flushed", "kicked"):
+            if (count := self.total(key)) is not None:
+                out[key] = count
+        return out
+
+
+def tell_each(
+    urls: Sequence[str], token: str, uids: Sequence[str | None], actions: Sequence[str]
+) -> list[Told]:
+    """POST each of ``actions`` (in order) for each uid (``None``: everyone) to every worker
+    of every instance; one :class:`Told` per worker URL, in order. Never raises.
+
+    A URL counts as told only when every request succeeded; at its first failure the rest
+    for that URL are skipped (the next would most likely fail the same way).
     """
 
-    def one(base: str) -> str | None:
+    def one(base: str) -> Told:
+        answers = []
         try:
             for uid in uids:
                 for action in actions:
-                    _post(base, token, action, uid)
+                    answers.append(_post(base, token, action, uid))
         except _Failed as exc:
-            return exc.problem
-        return None
+            return Told(public_url(base), exc.problem, tuple(answers))
+        return Told(public_url(base), None, tuple(answers))
 
-    unique = list(dict.fromkeys(urls))
-    if not unique:
-        return Notified((), ())
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(unique))) as pool:
-        problems = list(pool.map(one, unique))
-    shown = [public_url(url) for url in unique]
-    reached = tuple(url for url, problem in zip(shown, problems, strict=True) if problem is None)
-    missed = tuple((url, problem) for url, problem in zip(shown, problems, strict=True) if problem)
+    targets = expand(urls)
+    if not targets:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(targets))) as pool:
+        return list(pool.map(one, targets))
+
+
+def tell_every_instance(
+    urls: Sequence[str], token: str, uids: Sequence[str], actions: Sequence[str]
+) -> Notified:
+    """:func:`tell_each`, summed up as who was reached and who missed (worker URLs)."""
+    told = tell_each(urls, token, uids, actions)
+    reached = tuple(t.url for t in told if t.problem is None)
+    missed = tuple((t.url, t.problem) for t in told if t.problem is not None)
     return Notified(reached, missed)
 
 
@@ -122,8 +248,9 @@ def gather_sessions(
     urls: Sequence[str], token: str, user: str | None = None
 ) -> tuple[list[dict[str, object]], tuple[tuple[str, str], ...]]:
     """Every instance's logged-in sessions (of ``user`` when given), each tagged with the
-    instance it is on; and the instances that could not say (URL, what went wrong). URLs are
-    as shown (no ``user:password@``): these answers end up on screens and in logs."""
+    worker URL it is on (``instance``; the answer's own ``worker`` says which worker); and
+    the worker URLs that could not say (URL, what went wrong). URLs are as shown (no
+    ``user:password@``): these answers end up on screens and in logs."""
 
     def one(base: str) -> list[dict[str, object]] | str:
         query = "?" + urllib.parse.urlencode({"user": user}) if user else ""
@@ -139,7 +266,7 @@ def gather_sessions(
             return f"sessions on {public_url(base)}: not a sessions list ({type(exc).__name__})"
         return tagged
 
-    unique = list(dict.fromkeys(urls))
+    unique = expand(urls)
     if not unique:
         return [], ()
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(unique))) as pool:

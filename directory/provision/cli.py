@@ -1,4 +1,4 @@
-"""``mailfarm domain|user|dns|import``: the admin tool's commands, as operators script them.
+"""``mailfarm domain|user|dns|import|sessions``: the admin tool's commands, as scripted.
 
 Each command prints a short human answer, or with ``--json`` one JSON object on stdout
 (``"ok": true`` plus the data; on failure ``"ok": false`` and ``"error"``, with the data too
@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.configschema import ConfigError
-from directory.provision import EXIT_OK, PartlyApplied, ProvisionError, UsageError
+from directory.provision import (
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    PartlyApplied,
+    ProvisionError,
+    UsageError,
+)
 from directory.settings import ToolConfig
 
 if TYPE_CHECKING:  # ldap3 is imported only when a command of ours runs
@@ -66,6 +72,26 @@ def _run(args: argparse.Namespace, action: Action) -> int:
 
 def _command(action: Action) -> Callable[[argparse.Namespace], int]:
     return lambda args: _run(args, action)
+
+
+AdminAction = Callable[[argparse.Namespace, ToolConfig], int]
+
+
+def _admin_command(action: AdminAction) -> Callable[[argparse.Namespace], int]:
+    """Like :func:`_command` for the commands that only talk to the mailfarm instances:
+    no LDAP connection, so they work while the directory is down (when they matter most)."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return action(args, args.load(args.config))
+        except (ProvisionError, ConfigError) as exc:
+            code = exc.exit_code if isinstance(exc, ProvisionError) else 2
+            print(f"mailfarm: {exc}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"ok": False, "error": str(exc), "exit": code}))
+            return code
+
+    return run
 
 
 def read_password(source: str | None, prompt: str = "New password: ") -> str:
@@ -313,6 +339,123 @@ def _verified(folders: dict[str, dict[str, Any]]) -> list[str]:
     return out
 
 
+# -- the instances: kick, flush, sessions ----------------------------------------------------
+
+
+def _admin_urls(settings: ToolConfig, command: str) -> tuple[str, ...]:
+    urls = settings.provision.admin_urls
+    if not urls:
+        raise UsageError(f"{command}: no [provision] admin_urls: which instances to ask?")
+    return tuple(urls)
+
+
+def _report_each(
+    args: argparse.Namespace, told: list[Any], key: str, verb: str, data: dict[str, Any]
+) -> int:
+    """One line per worker URL (ok, with the count it gave, or its problem) and a total;
+    exit 3 when one was missed, after showing what the others did."""
+    lines = []
+    for one in told:
+        if one.ok:
+            count = one.total(key)
+            what = "" if count is None else f", {count} {verb}"
+            lines.append(f"{one.url}\tok{what}")
+        else:
+            lines.append(f"{one.url}\tproblem: {one.problem}")
+    total = sum(one.total(key) or 0 for one in told)
+    missed = [one for one in told if not one.ok]
+    lines.append(
+        f"{total} {verb} on {len(told) - len(missed)} of {len(told)} instances (worker URLs)"
+    )
+    data = {**data, key: total, "instances": [one.as_dict() for one in told]}
+    if not missed:
+        _emit(args, data, lines)
+        return EXIT_OK
+    error = f"{len(missed)} of {len(told)} instances could not be told"
+    if args.json:
+        print(json.dumps({"ok": False, **data, "error": error, "exit": EXIT_UNAVAILABLE}))
+    else:
+        for line in lines:
+            print(line)
+        print(f"mailfarm: {error}", file=sys.stderr)
+    return EXIT_UNAVAILABLE
+
+
+def user_kick(args: argparse.Namespace, settings: ToolConfig) -> int:
+    from directory.provision.adminapi import tell_each
+
+    urls = _admin_urls(settings, "user kick")
+    told = tell_each(urls, settings.admin_token, [args.login], ["kick"])
+    return _report_each(args, told, "kicked", "sessions kicked", {"user": args.login})
+
+
+def user_flush(args: argparse.Namespace, settings: ToolConfig) -> int:
+    from directory.provision.adminapi import tell_each
+
+    if (args.login is None) == (not args.all):
+        raise UsageError("user flush: give a LOGIN, or --all for every user's cached route")
+    urls = _admin_urls(settings, "user flush")
+    told = tell_each(urls, settings.admin_token, [args.login], ["flush"])
+    return _report_each(args, told, "flushed", "cache entries flushed", {"user": args.login})
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "?"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def sessions(args: argparse.Namespace, settings: ToolConfig) -> int:
+    """Who is logged in where: every worker of every instance asked at once; those that
+    could not say are listed after the table, and make the exit status 3."""
+    from directory.provision.adminapi import gather_sessions
+
+    urls = _admin_urls(settings, "sessions")
+    found, missed = gather_sessions(urls, settings.admin_token, args.user)
+
+    found.sort(key=lambda e: (str(e.get("mail") or e.get("uid")), str(e["instance"])))
+    unreachable = [{"instance": url, "problem": problem} for url, problem in missed]
+    data = {"user": args.user, "sessions": found, "unreachable": unreachable}
+    if args.json:
+        ok = not missed
+        error = f"{len(missed)} instances could not say"
+        extra = {} if ok else {"error": error, "exit": EXIT_UNAVAILABLE}
+        print(json.dumps({"ok": ok, **data, **extra}))
+        return EXIT_OK if ok else EXIT_UNAVAILABLE
+    head = ("USER", "PROTOCOL", "BACKEND", "CLIENT", "DURATION", "INSTANCE", "WORKER")
+    rows = [
+        tuple(
+            str(v)
+            for v in (
+                entry.get("mail") or entry.get("uid"),
+                entry.get("protocol", "?"),
+                entry.get("backend", "?"),
+                entry.get("client", "?"),
+                _duration(entry.get("seconds")),
+                entry["instance"],
+                entry.get("worker", "?"),
+            )
+        )
+        for entry in found
+    ]
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    for row in [head, *rows]:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  ".join(cells).rstrip())
+    print(f"{len(found)} sessions" + (f" of {args.user}" if args.user else ""))
+    for url, problem in missed:
+        print(f"unreachable: {url}: {problem}")
+    if missed:
+        print(f"mailfarm: {len(missed)} instances could not say who is logged in", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return EXIT_OK
+
+
 # -- dns ------------------------------------------------------------------------------------
 
 
@@ -474,8 +617,20 @@ def _leaf(
     return p
 
 
+def _admin_leaf(
+    group: Any,
+    name: str,
+    help_text: str,
+    action: AdminAction,
+    add_config: Callable[[argparse.ArgumentParser], None],
+) -> argparse.ArgumentParser:
+    p = _leaf(group, name, help_text, lambda *_: EXIT_OK, add_config)
+    p.set_defaults(func=_admin_command(action))
+    return p
+
+
 def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Add ``domain``, ``user``, ``dns`` and ``import`` to the ``mailfarm`` command."""
+    """Add ``domain``, ``user``, ``dns``, ``import`` and ``sessions`` to ``mailfarm``."""
     many = {"action": "extend", "nargs": "+", "default": []}
 
     group = subparsers.add_parser("domain", help="add, list and delete mail domains")
@@ -493,7 +648,7 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p.add_argument("--force", action="store_true", help="delete its users and mailboxes first")
 
     group = subparsers.add_parser(
-        "user", help="add, delete, disable, enable, list, show and move users"
+        "user", help="add, delete, disable, enable, list, show, move, kick and flush users"
     )
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _leaf(sub, "add", "add a user: entry and mailbox", user_add, add_config)
@@ -528,6 +683,23 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p.add_argument("--domain", metavar="D", help="only the users of domain D")
     p = _leaf(sub, "show", "show one user's entry", user_show, add_config)
     p.add_argument("login", help="uid or address")
+    p = _admin_leaf(
+        sub,
+        "kick",
+        "end a user's sessions on every worker of every [provision] admin_urls instance",
+        user_kick,
+        add_config,
+    )
+    p.add_argument("login", help="uid, address or login as typed (any case)")
+    p = _admin_leaf(
+        sub,
+        "flush",
+        "forget a user's cached route and login on every [provision] admin_urls instance",
+        user_flush,
+        add_config,
+    )
+    p.add_argument("login", nargs="?", help="uid or address (any case)")
+    p.add_argument("--all", action="store_true", help="every user's cached route instead")
     p = _leaf(
         sub,
         "move",
@@ -592,6 +764,21 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
         help="leave the old copy on the old backend (default: delete it once the last "
         "catch-up is verified)",
     )
+
+    p = _admin_leaf(
+        subparsers,
+        "sessions",
+        "list who is logged in where, across every [provision] admin_urls instance",
+        sessions,
+        add_config,
+    )
+    p.description = (
+        "List the logged-in (proxied) sessions of every worker of every [provision] "
+        "admin_urls instance: user, protocol, backend, client, duration, instance and worker. "
+        "Instances that could not be asked are listed after the table; the exit status is "
+        "then 3, and what the others said is shown all the same."
+    )
+    p.add_argument("--user", metavar="U", help="only U's sessions (uid, address or login)")
 
     group = subparsers.add_parser("dns", help="export and edit a domain's DNS data")
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -110,7 +110,7 @@ async def request(port: int, method: str, target: str, auth: str = AUTH) -> tupl
 async def test_healthz(port: int, env: CoreEnv) -> None:
     assert await request(port, "GET", "/healthz") == (
         200,
-        {"status": "ok", "preauth": 0, "proxied": 0},
+        {"status": "ok", "preauth": 0, "proxied": 0, "worker": 0, "workers": 1},
     )
 
 

@@ -206,6 +206,7 @@ class Farm:
         self.backends: dict[str, Backend] = {}
         self.ldap_uri = ""
         self.ldapi_uri = ""
+        self.ldaps_uri = ""
         self._slapd: Slapd | None = None
         self._servers: dict[str, DovecotBackend | CyrusBackend] = {}
         self._started = False
@@ -260,7 +261,9 @@ class Farm:
         ldap_dir = self.workdir / "ldap"
         shutil.rmtree(ldap_dir, ignore_errors=True)
         ldap_dir.mkdir()
-        slapd = Slapd(ldap_dir, ldap_port, BASE_DN, self.admin_dn, self.admin_password)
+        slapd = Slapd(
+            ldap_dir, ldap_port, BASE_DN, self.admin_dn, self.admin_password, pki=self.pki
+        )
         slapd.load(
             itertools.chain(
                 tree_entries(
@@ -275,6 +278,7 @@ class Farm:
         )
         self._slapd = slapd
         self.ldap_uri, self.ldapi_uri = slapd.uri, slapd.ldapi_uri
+        self.ldaps_uri = slapd.ldaps_uri  # TLS is offered (also StartTLS), never required
         slapd.spawn()  # every daemon boots in parallel; then wait for each
         dports = DovecotPorts(*ports)
         settings = LdapSettings(slapd.uri, BASE_DN, self.service_dn, self.service_password)

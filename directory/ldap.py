@@ -19,15 +19,15 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server, Tls
-from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError
+from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server
+from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError, LDAPSocketOpenError
 
+from directory.ldaptls import ldap3_start_tls, ldap3_tls, ldap3_tls_intact
 from directory.model import DirectoryUnavailable, Route, route_from_entry
 from directory.names import render_filter
 from directory.serverhealth import ServerHealth
@@ -140,7 +140,9 @@ class LdapSource:
 
     def __init__(self, settings: DirectorySettings) -> None:
         self._settings = settings
-        self._tls = Tls(validate=ssl.CERT_REQUIRED)
+        # One per URI (each checks its own host name); built now so that tls_verify = false
+        # is logged at start.
+        self._tls = {uri: ldap3_tls(settings, uri) for uri in settings.uri}
         self._attributes = ["uid", "mail", "mailRoutingAddress", settings.host_attribute]
         for extra in (settings.port_attribute, settings.disabled_attribute):
             if extra:
@@ -198,7 +200,7 @@ class LdapSource:
             wait = max(self._share, (deadline - time.monotonic()) / (len(uris) - i))
             # A new Server each time: ldap3 remembers a failed address and skips it for
             # seconds, which would delay recovery after an LDAP restart.
-            server = Server(uri, get_info=NONE, connect_timeout=wait, tls=self._tls)
+            server = Server(uri, get_info=NONE, connect_timeout=wait, tls=self._tls.get(uri))
             conn = Connection(
                 server,
                 user=user or None,
@@ -213,6 +215,7 @@ class LdapSource:
             setattr(conn, _URI, uri)
             try:
                 conn.open()
+                ldap3_start_tls(self._settings, uri, conn)  # before any bind, or not at all
                 if user and not conn.bind():
                     code = conn.result.get("result")
                     _close_quietly(conn)
@@ -301,6 +304,9 @@ class LdapSource:
             return False  # an unauthenticated bind must never count as a login
 
         def job(conn: Connection) -> bool:
+            if not ldap3_tls_intact(self._settings, getattr(conn, _URI, ""), conn):
+                # ldap3's bind() would re-open a closed connection without StartTLS.
+                raise LDAPSocketOpenError("connection lost its TLS layer")
             conn.user = dn
             # Bytes skip ldap3's SASLprep, which rejects control characters and rewrites some
             # spaces: slapd and the backends compare the raw octets, so we must send those.

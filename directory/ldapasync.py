@@ -23,6 +23,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from directory.filters import parse_filter
+from directory.ldaptls import ssl_context, uses_starttls
 from directory.ldapwire import (
     LdapWireError,
     Response,
@@ -30,6 +31,7 @@ from directory.ldapwire import (
     decode_message,
     message_length,
     search_request,
+    starttls_request,
     unbind_request,
 )
 from directory.model import DirectoryUnavailable, Route, route_from_entry
@@ -41,7 +43,7 @@ log = logging.getLogger("mailfarm.directory")
 
 SUCCESS, SIZE_LIMIT_EXCEEDED, NO_SUCH_OBJECT = 0, 4, 32
 _BIND_REFUSED = {49, 53}  # invalidCredentials, unwillingToPerform
-_DONE_OPS = {0x61, 0x65}  # BindResponse, SearchResultDone
+_DONE_OPS = {0x61, 0x65, 0x78}  # BindResponse, SearchResultDone, ExtendedResponse
 
 
 class _Broken(Exception):
@@ -49,7 +51,8 @@ class _Broken(Exception):
 
 
 class _Refused(Exception):
-    """The server answered, but refused the service bind: try the next server."""
+    """The server answered, but refused the service bind (or StartTLS): try the next
+    server."""
 
 
 class _Pending:
@@ -159,7 +162,9 @@ class AsyncLdapSource:
         for extra in (settings.port_attribute, settings.disabled_attribute):
             if extra:
                 self._attributes.append(extra)
-        self._tls = ssl.create_default_context()
+        # Built once at start: a bad CA or client key fails there, and tls_verify = false
+        # is logged there, not at the first login.
+        self._tls = ssl_context(settings)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Outlives event loops (unlike connections and tasks): a server found hung stays
         # skipped, and a new loop starts probing it again.
@@ -245,7 +250,7 @@ class AsyncLdapSource:
                 await conn.request(self._service_bind)
         except TimeoutError:
             return False
-        except (OSError, _Broken, ssl.SSLError):
+        except (OSError, _Broken, _Refused, ssl.SSLError):
             return True
         finally:
             if conn is not None:
@@ -264,8 +269,14 @@ class AsyncLdapSource:
                 _, conn = await loop.create_unix_connection(lambda: LdapConnection(uri), host)
             else:
                 _, conn = await loop.create_connection(
-                    lambda: LdapConnection(uri), host, port, ssl=self._tls if tls else None
+                    lambda: LdapConnection(uri),
+                    host,
+                    port,
+                    ssl=self._tls if tls else None,
+                    server_hostname=host if tls else None,
                 )
+                if not tls and uses_starttls(self._settings, uri):
+                    await self._start_tls(conn, host)
             if service_bind and self._settings.bind_dn:
                 done, _ = await conn.request(self._service_bind)
                 if done.result_code != SUCCESS:
@@ -275,6 +286,22 @@ class AsyncLdapSource:
                 conn.fail("abandoned")  # half-open: never leak it
             raise
         return conn
+
+    async def _start_tls(self, conn: LdapConnection, host: str) -> None:
+        """Upgrade ``conn`` in place before anything else is sent on it. A refusal is this
+        server failing (:class:`_Refused`), never a reason to go on in plaintext."""
+        done, _ = await conn.request(starttls_request)
+        if done.result_code != SUCCESS:
+            why = f"refused StartTLS: result {done.result_code} {done.diagnostic}".rstrip()
+            log.error("LDAP server %s %s", conn.uri, why)
+            raise _Refused(why)
+        assert conn.transport is not None
+        transport = await asyncio.get_running_loop().start_tls(
+            conn.transport, conn, self._tls, server_hostname=host
+        )
+        if transport is None:  # the server closed during the handshake
+            raise _Broken("connection lost during the TLS handshake")
+        conn.transport = transport  # type: ignore[assignment]
 
     async def _open(self, service_bind: bool) -> LdapConnection:
         uris = self._candidates()

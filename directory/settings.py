@@ -9,6 +9,7 @@ for what :class:`ToolConfig` names, which that object (or a test's own) provides
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,7 +75,27 @@ DIRECTORY_KEYS = {
     "pool_size": Key("int", 4),
     "driver": Key("str", "native", one_of("native", "ldap3")),
     "down_backoff": Key("float", 5.0, positive),
+    # TLS (directory.ldaptls): ldaps:// is always TLS; "starttls" upgrades ldap:// URIs.
+    "tls": Key("str", "none", one_of("none", "starttls")),
+    "ca_file": Key("path", None),
+    "cert_file": Key("path", None),
+    "key_file": Key("path", None),
+    "tls_verify": Key("bool", True),
 }
+
+
+def _check_provider_uris(uris: tuple[str, ...]) -> tuple[str, ...]:
+    """Empty (write where the proxies read) or LDAP servers; never ldif:, which is read-only."""
+    if any(uri.startswith("ldif:") for uri in uris):
+        raise ValueError("the admin tool writes to an LDAP server, not ldif:")
+    return _check_uris(uris) if uris else uris
+
+
+def _check_wait(value: float) -> float:
+    if value < 0:
+        raise ValueError(f"must be zero (no check) or more, not {value!r}")
+    return value
+
 
 PROVISION_KEYS = {
     "bind_dn": Key("str", ""),
@@ -92,6 +113,9 @@ PROVISION_KEYS = {
     "admin_urls": Key("strlist", ()),
     "move_settle": Key("float", 5.0),
     "move_lease": Key("float", 120.0, positive),
+    # The provider to write to when [directory] uri lists read-only consumers (syncrepl).
+    "uri": Key("strlist", (), _check_provider_uris),
+    "replication_wait": Key("float", 5.0, _check_wait),
 }
 
 
@@ -134,6 +158,12 @@ class DirectorySettings:
     pool_size: int
     driver: str
     down_backoff: float
+    # Defaults: a settings object built in code (a test's) keeps plaintext ldap://.
+    tls: str = "none"
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +183,9 @@ class ProvisionSettings:
     admin_urls: tuple[str, ...]
     move_settle: float
     move_lease: float
+    # Last and with defaults: a settings object built by hand before they existed still works.
+    uri: tuple[str, ...] = ()  # empty: write to [directory] uri
+    replication_wait: float = 5.0  # read-your-writes bound on the consumers; 0: no check
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +262,34 @@ def directory_settings(path: Path, table: Any) -> DirectorySettings:
         raise ConfigError(path, "directory", "bind_password", "is required when bind_dn is set")
     if values["pool_size"] < 1:
         raise ConfigError(path, "directory", "pool_size", "must be at least 1")
+    _check_tls(path, values)
     return DirectorySettings(**values)
+
+
+def _check_tls(path: Path, values: dict[str, Any]) -> None:
+    """Load the TLS files once now, so a bad one is a config error naming its key, not a
+    directory that is "unavailable" at the first login."""
+    cert, key = values["cert_file"], values["key_file"]
+    if (cert is None) != (key is None):
+        missing = "key_file" if key is None else "cert_file"
+        raise ConfigError(
+            path, "directory", missing, "cert_file and key_file go together (client certificate)"
+        )
+    context = ssl.create_default_context()
+    if values["ca_file"] is not None:
+        try:
+            context.load_verify_locations(cafile=str(values["ca_file"]))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                path, "directory", "ca_file", f"not a PEM CA certificate file: {exc}"
+            ) from None
+    if cert is not None:
+        try:
+            context.load_cert_chain(str(cert), str(key))
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(
+                path, "directory", "cert_file", f"certificate and key_file do not load: {exc}"
+            ) from None
 
 
 def provision_settings(path: Path, table: Any) -> ProvisionSettings:

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import logging
 import math
-import ssl
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server, Tls
+from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException
 
 from directory.ldap import INVALID_CREDENTIALS, NO_SUCH_OBJECT, SIZE_LIMIT_EXCEEDED
+from directory.ldaptls import ldap3_start_tls, ldap3_tls
 from directory.names import render_filter
 from directory.settings import DirectorySettings, ToolConfig
 from web.settings import WebSettings
@@ -37,7 +37,6 @@ log = logging.getLogger("mailfarm.web.staff")
 
 UNWILLING_TO_PERFORM = 53  # slapd's answer to a locked account (ppolicy) or an empty password
 _BIND_REFUSED = {INVALID_CREDENTIALS, UNWILLING_TO_PERFORM}
-_TLS = Tls(validate=ssl.CERT_REQUIRED)  # a staff password must not go to an unverified server
 
 
 class StaffDirectoryDown(Exception):
@@ -90,7 +89,7 @@ def _sign_in(
     # The server that found the entry first: a replica that lags may not know it yet.
     order = (uri, *(u for u in uris if u != uri))
     try:
-        _close(_connect(order, directory.timeout, dn, password, "bind as the staff entry"))
+        _close(_connect(order, directory, dn, password, "bind as the staff entry"))
     except _Refused:
         return None
     except _NoAnswer as exc:
@@ -135,7 +134,7 @@ def _search(
         try:
             conn = _connect(
                 (uri,),
-                directory.timeout,
+                directory,
                 directory.bind_dn,
                 directory.bind_password,
                 "bind as [directory] bind_dn",
@@ -172,17 +171,20 @@ def _search(
 
 
 def _connect(
-    uris: Sequence[str], timeout: float, user: str, password: str, what: str
+    uris: Sequence[str], directory: DirectorySettings, user: str, password: str, what: str
 ) -> Connection:
     """A connection bound as ``user`` (anonymous if empty) to the first server that answers.
 
     :class:`_Refused` when a server says no to the credentials (trying another would only
     ask the same question of a replica); :class:`_NoAnswer` when none answers.
+    TLS as ``[directory]`` says (:mod:`directory.ldaptls`): a staff password must not go to
+    an unverified server, nor in clear after a refused StartTLS.
     """
+    timeout = directory.timeout
     errors = []
     for uri in uris:
         # A new Server each time: ldap3 remembers a failed address and skips it for a while.
-        server = Server(uri, get_info=NONE, connect_timeout=timeout, tls=_TLS)
+        server = Server(uri, get_info=NONE, connect_timeout=timeout, tls=ldap3_tls(directory, uri))
         conn = Connection(
             server,
             user=user or None,
@@ -197,6 +199,7 @@ def _connect(
         )
         try:
             conn.open()
+            ldap3_start_tls(directory, uri, conn)
             if not user or conn.bind():
                 return conn
             code = conn.result.get("result")

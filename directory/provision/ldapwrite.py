@@ -22,8 +22,9 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import parse_dn
 
 from common.configschema import ConfigError
+from directory.ldaptls import ldap3_start_tls, ldap3_tls
 from directory.provision import NotFound, Refused, Unavailable
-from directory.settings import ToolConfig
+from directory.settings import DirectorySettings, ToolConfig
 
 NO_SUCH_OBJECT = 32
 NO_SUCH_ATTRIBUTE = 16
@@ -83,7 +84,8 @@ class LdapWriter:
             )
         self.base = directory.base
         self.domains_dn = f"ou=domains,{directory.base}"
-        self._uris = directory.uri
+        self._uris = provision.uri or directory.uri  # the syncrepl provider, if one is named
+        self._directory: DirectorySettings = directory  # the TLS keys: as the proxies use them
         self._timeout = directory.timeout
         self._bind_dn = provision.bind_dn
         self._password = provision.bind_password
@@ -96,7 +98,12 @@ class LdapWriter:
             return self._conn
         errors = []
         for uri in self._uris:
-            server = Server(uri, get_info=NONE, connect_timeout=self._timeout)
+            server = Server(
+                uri,
+                get_info=NONE,
+                connect_timeout=self._timeout,
+                tls=ldap3_tls(self._directory, uri),
+            )
             conn = Connection(
                 server,
                 user=self._bind_dn,
@@ -110,6 +117,7 @@ class LdapWriter:
             )
             try:
                 conn.open()
+                ldap3_start_tls(self._directory, uri, conn)  # a refusal: next URI, no bind
                 if conn.bind():
                     self._conn = conn
                     return conn

@@ -62,6 +62,7 @@ from directory.provision.folders import (
 from directory.provision.imapclient import ImapClient
 from directory.provision.imapdata import astring
 from directory.provision.ldapwrite import ADD, DELETE, REPLACE, LdapWriter
+from directory.provision.replication import Replication, after_write
 from directory.provision.users import User, find_user
 from directory.settings import ToolConfig
 
@@ -99,9 +100,12 @@ class MoveReport:
     old_copy_deleted: bool = False
     old_copy_kept_as: str | None = None
     warnings: list[str] = field(default_factory=list)
+    replication: Replication | None = None  # of the switch, with a separate provider
 
     def as_dict(self) -> dict[str, Any]:
+        shown = self.replication.as_dict() if self.replication is not None else {}
         return {
+            **shown,
             "uid": self.uid,
             "from": self.source,
             "to": self.target,
@@ -156,6 +160,7 @@ class _Mover:
         self.writer.modify(self.user.dn, {self.attr: [(ADD, [self.lease.value()])]})
         self.renewed = time.monotonic()
         self.disabled = True
+        self._replicated("logins disabled for the move")
 
     def renew(self) -> None:
         length = self.settings.provision.move_lease
@@ -181,7 +186,16 @@ class _Mover:
         ops = [(DELETE, [self.lease.value()]), (ADD, [self.marker.value()])]
         self.writer.modify(self.user.dn, {host_attr: [(REPLACE, [self.target])], self.attr: ops})
         self.disabled = False
+        self.report.replication = self._replicated(f"mailHost switched to {self.target}")
         self.event("switched")
+
+    def _replicated(self, done: str) -> Replication | None:
+        """Wait (bounded) until the consumers the proxies read show the last write, so the
+        flush that follows is not answered from a consumer that still has the old state."""
+        replication = after_write(self.settings, self.writer, self.user.dn)
+        if replication is not None:
+            self.report.warnings += replication.warnings(f"{self.user.uid}: {done}")
+        return replication
 
     def clear_marker(self) -> None:
         if self.marker is not None:

@@ -32,6 +32,7 @@ from directory.provision.adminapi import Notified, tell_every_instance
 from directory.provision.dns import check_domain
 from directory.provision.dnsstore import domain_dn
 from directory.provision.ldapwrite import DELETE, REPLACE, Entry, LdapWriter
+from directory.provision.replication import Replication, after_write
 from directory.settings import ToolConfig
 
 USER_CLASSES = ("inetOrgPerson", "inetLocalMailRecipient")
@@ -73,15 +74,20 @@ class User:
     host: str
     login_disabled: bool
     quota_kb: int | None = None  # from [directory] quota_attribute, when set and present
+    replication: Replication | None = None  # after add_user with a separate provider
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        data: dict[str, object] = {
             "uid": self.uid,
             "mail": self.mail,
             "mailHost": self.host,
             "dn": self.dn,
             "login_disabled": self.login_disabled,
         }
+        if self.replication is not None:
+            data.update(self.replication.as_dict())
+            data["warnings"] = list(self.replication.warnings(f"{self.mail} added"))
+        return data
 
 
 def user_from_entry(entry: Entry, settings: ToolConfig) -> User:
@@ -174,10 +180,12 @@ def add_user(
     password: str,
     host: str | None = None,
     counts: dict[str, int] | None = None,
+    replicate: bool = True,
 ) -> User:
     """Create the entry, then the mailbox on its host; undo the entry if the mailbox fails.
 
     ``counts`` (host → users) lets a bulk import place users without counting again.
+    ``replicate`` waits until the consumers show the new entry (``[provision] uri``).
     """
     local, domain = check_address(address)
     address = f"{local}@{domain}"
@@ -222,7 +230,8 @@ def add_user(
         raise
     if counts is not None:
         counts[host] = counts.get(host, 0) + 1
-    return User(dn, uid, address, host, False)
+    replication = after_write(settings, writer, dn) if replicate else None
+    return User(dn, uid, address, host, False, replication=replication)
 
 
 # -- changes every proxy must see at once -----------------------------------------------
@@ -236,9 +245,12 @@ class Change:
     notified: Notified
     extra: Mapping[str, object] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    replication: Replication | None = None  # None: no separate provider to wait for
 
     def as_dict(self) -> dict[str, object]:
-        return {**self.user.as_dict(), **self.extra, **_notified_dict(self.notified, self.warnings)}
+        shown = self.replication.as_dict() if self.replication is not None else {}
+        notified = _notified_dict(self.notified, self.warnings)
+        return {**self.user.as_dict(), **self.extra, **shown, **notified}
 
 
 def _notified_dict(notified: Notified, warnings: Sequence[str] = ()) -> dict[str, object]:
@@ -287,11 +299,22 @@ def announce(
 
 
 def _apply(
-    settings: ToolConfig, user: User, *, kick: bool, done: str, extra: Mapping[str, object]
+    settings: ToolConfig,
+    writer: LdapWriter,
+    user: User,
+    *,
+    kick: bool,
+    done: str,
+    extra: Mapping[str, object],
+    deleted: bool = False,
 ) -> Change:
-    data = {**user.as_dict(), **extra}
+    # Consumers first: a proxy told to drop its cache before its consumer has the change
+    # would only cache the old state again.
+    replication = after_write(settings, writer, user.dn, deleted=deleted)
+    lagging = replication.warnings(done) if replication is not None else ()
+    data = {**user.as_dict(), **extra, **(replication.as_dict() if replication else {})}
     notified, warnings = announce(settings, [user.uid], kick=kick, done=done, data=data)
-    return Change(user, notified, extra, warnings)
+    return Change(user, notified, extra, (*lagging, *warnings), replication)
 
 
 def remove_user(settings: ToolConfig, writer: LdapWriter, user: User) -> Removal:
@@ -314,7 +337,8 @@ def delete_user(settings: ToolConfig, writer: LdapWriter, login: str) -> Change:
     if removal.kept_as is not None:
         # Cyrus delete_mode: delayed. The user is gone, but the messages are not yet.
         extra["backend_kept_copy"] = removal.kept_as
-    return _apply(settings, user, kick=True, done=f"{user.mail} deleted", extra=extra)
+    done = f"{user.mail} deleted"
+    return _apply(settings, writer, user, kick=True, done=done, extra=extra, deleted=True)
 
 
 def set_password(settings: ToolConfig, writer: LdapWriter, login: str, password: str) -> Change:
@@ -325,7 +349,8 @@ def set_password(settings: ToolConfig, writer: LdapWriter, login: str, password:
     except ValueError as exc:
         raise UsageError(f"password: {exc}") from None
     writer.modify(user.dn, {"userPassword": [(REPLACE, [hashed])]})
-    return _apply(settings, user, kick=False, done=f"password of {user.mail} changed", extra={})
+    done = f"password of {user.mail} changed"
+    return _apply(settings, writer, user, kick=False, done=done, extra={})
 
 
 def set_login_disabled(
@@ -357,4 +382,4 @@ def set_login_disabled(
         writer.modify(user.dn, {attr: [(REPLACE, wanted)] if wanted else [(DELETE, [])]})
     user = replace(user, login_disabled=disabled)
     done = f"logins of {user.mail} {'disabled' if disabled else 'enabled'}"
-    return _apply(settings, user, kick=disabled, done=done, extra={})
+    return _apply(settings, writer, user, kick=disabled, done=done, extra={})

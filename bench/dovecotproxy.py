@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.farm import Farm
-from bench.farm_dovecot import AUTH_CLIENT_LIMIT, DH_PARAMS, LOGIN_PROCESS_LIMIT, DovecotBackend
+from bench.farm_dovecot import (
+    AUTH_CLIENT_LIMIT,
+    DH_PARAMS,
+    DovecotBackend,
+    login_services,
+)
 from bench.farm_proc import greets, port_open
 from bench.pki import Pki
 
@@ -87,32 +92,7 @@ userdb {{
   driver = static
   args = uid=dovenull gid=dovenull home=/nonexistent
 }}
-service imap-login {{
-  inet_listener imap {{
-    port = {ports.imap}
-  }}
-  inet_listener imaps {{
-    port = {ports.imaps}
-    ssl = yes
-  }}
-  service_count = 0
-  process_min_avail = 1
-  process_limit = {LOGIN_PROCESS_LIMIT}
-  vsz_limit = 1G
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {ports.pop3}
-  }}
-  inet_listener pop3s {{
-    port = {ports.pop3s}
-    ssl = yes
-  }}
-  service_count = 0
-  process_min_avail = 1
-  process_limit = {LOGIN_PROCESS_LIMIT}
-  vsz_limit = 1G
-}}
+{login_services(ports.imap, ports.imaps, ports.pop3, ports.pop3s)}
 service lmtp {{
   process_limit = 1
 }}

@@ -62,6 +62,29 @@ class LdapSettings:
     service_password: str
 
 
+def login_services(imap: int, imaps: int, pop3: int, pop3s: int) -> str:
+    """The imap-login and pop3-login services, plain and implicit-TLS listeners, as the
+    backends and the bench's Dovecot proxy both run them: ``service_count = 0`` (one login
+    process serves many clients), so neither side is slowed by forking per login."""
+    return "".join(
+        f"""service {proto}-login {{
+  inet_listener {proto} {{
+    port = {plain}
+  }}
+  inet_listener {proto}s {{
+    port = {tls}
+    ssl = yes
+  }}
+  service_count = 0
+  process_min_avail = 1
+  process_limit = {LOGIN_PROCESS_LIMIT}
+  vsz_limit = 1G
+}}
+"""
+        for proto, plain, tls in (("imap", imap, imaps), ("pop3", pop3, pop3s))
+    )
+
+
 def _dovecot_conf(b: DovecotBackend, ldap_conf: Path, master_file: Path) -> str:
     mail = pwd.getpwnam(MAIL_USER)
     dh = f"ssl_dh = <{DH_PARAMS}" if DH_PARAMS.exists() else ""
@@ -137,32 +160,7 @@ userdb {{
   args = {ldap_conf}
 }}
 
-service imap-login {{
-  inet_listener imap {{
-    port = {p.imap}
-  }}
-  inet_listener imaps {{
-    port = {p.imaps}
-    ssl = yes
-  }}
-  service_count = 0
-  process_min_avail = 1
-  process_limit = {LOGIN_PROCESS_LIMIT}
-  vsz_limit = 1G
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = {p.pop3}
-  }}
-  inet_listener pop3s {{
-    port = {p.pop3s}
-    ssl = yes
-  }}
-  service_count = 0
-  process_min_avail = 1
-  process_limit = {LOGIN_PROCESS_LIMIT}
-  vsz_limit = 1G
-}}
+{login_services(p.imap, p.imaps, p.pop3, p.pop3s)}
 # Dovecot's own defaults pin imap and pop3 at 1024 processes, whatever default_process_limit
 # says; one process per logged-in session means that is also the session ceiling.
 # All mail runs as one uid, so a process may serve one session after another: reusing them

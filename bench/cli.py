@@ -1,4 +1,4 @@
-"""mailfarm bench: load-test a farm's IMAP/POP3 front door (logins, IDLE sessions, FETCH).
+"""mailfarm bench: load-test a farm's IMAP/POP3/submission front door (logins, IDLE, FETCH, SMTP).
 
 Registered into the ``mailfarm`` command by :mod:`proxy.cli`. This module parses and checks
 the arguments, refuses targets that are not loopback unless ``--allow-remote`` (a load
@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.clients import Endpoint
+from bench.clients import Endpoint, client_context
 from bench.load import Options
-from bench.patterns import Credential, PatternError, expand, load_users
+from bench.patterns import Credential, PatternError, compile_pattern, expand, load_users
 from bench.procstat import check_pids, raise_nofile
 from bench.report import render_html, render_text
 from bench.run import Progress, Spec, Watch, deliver_lmtp, elapsed_bound, make_message, run
@@ -56,14 +56,27 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
-def _common(p: argparse.ArgumentParser, workers_help: str, default_workers: int) -> None:
+def _common(
+    p: argparse.ArgumentParser, workers_help: str, default_workers: int, smtp: bool = False
+) -> None:
     t = p.add_argument_group("target")
     t.add_argument("--host", default="127.0.0.1", help="server to load (default 127.0.0.1)")
     t.add_argument("--port", type=int, required=True)
-    t.add_argument("--protocol", choices=("imap", "pop3"), default="imap")
+    if smtp:
+        p.set_defaults(protocol="smtp")
+    else:
+        t.add_argument("--protocol", choices=("imap", "pop3"), default="imap")
     tls = t.add_mutually_exclusive_group()
-    tls.add_argument("--tls", action="store_true", help="implicit TLS (IMAPS/POP3S port)")
-    tls.add_argument("--starttls", action="store_true", help="STARTTLS / STLS after greeting")
+    tls.add_argument(
+        "--tls",
+        action="store_true",
+        help="implicit TLS (port 465-style)" if smtp else "implicit TLS (IMAPS/POP3S port)",
+    )
+    tls.add_argument(
+        "--starttls",
+        action="store_true",
+        help="STARTTLS after EHLO (port 587)" if smtp else "STARTTLS / STLS after greeting",
+    )
     t.add_argument("--ca", type=Path, help="CA certificate file to verify the server with")
     t.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     t.add_argument("--sni", help="TLS server name (default: the host)")
@@ -131,7 +144,9 @@ def _common(p: argparse.ArgumentParser, workers_help: str, default_workers: int)
     r.add_argument(
         "--pipeline",
         action="store_true",
-        help="send LOGIN+SELECT(+LOGOUT) / USER+PASS in one write",
+        help="send MAIL+RCPT+DATA in one write (if PIPELINING is offered)"
+        if smtp
+        else "send LOGIN+SELECT(+LOGOUT) / USER+PASS in one write",
     )
     m = p.add_argument_group("server cost")
     m.add_argument(
@@ -176,7 +191,7 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     """Add ``mailfarm bench`` (no proxy.toml needed: it only talks to servers)."""
     bench = subparsers.add_parser(
         "bench",
-        help="load-test IMAP/POP3 logins, IDLE sessions and FETCH throughput",
+        help="load-test IMAP/POP3 logins, IDLE sessions, FETCH throughput, SMTP submission",
         description=__doc__.splitlines()[0],
         epilog="Exit status: 0 no errors, 1 errors during the run, 2 bad arguments,"
         " 130 interrupted (the first Ctrl-C stops the run and still reports).",
@@ -185,6 +200,13 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p = modes.add_parser("logins", help="connect → login → SELECT/STAT → logout in a loop")
     _common(p, "concurrent connections (default 16)", 16)
     _budget(p)
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --tls/--starttls: each worker resumes its previous TLS session (tickets),"
+        " like clients reconnecting every few minutes; the report shows the share resumed,"
+        " and --cpu-pid with and without it the server CPU saved",
+    )
     p = modes.add_parser("idle", help="hold N logged-in IMAP sessions in IDLE, measure memory")
     _common(p, "sessions being set up at once (default 64)", 64)
     p.add_argument("--sessions", type=_positive(int), required=True)
@@ -226,6 +248,22 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
         metavar="HOST:PORT",
         help="first deliver such a message to each user over LMTP",
     )
+    p = modes.add_parser(
+        "submit",
+        help="connect → EHLO (→ STARTTLS → EHLO) → AUTH PLAIN → one message → QUIT in a loop",
+    )
+    _common(p, "concurrent connections (default 8)", 8, smtp=True)
+    _budget(p)
+    p.add_argument(
+        "--size", type=_size, default=2048, help="message size (default 2K, e.g. 100K, 1M)"
+    )
+    p.add_argument(
+        "--rcpt-pattern",
+        metavar="P",
+        help="recipient of message i, e.g. 'u{i%%100}@d0.test' (default: the sender's own"
+        " login, which must then be an address)",
+    )
+    p.add_argument("--resume", action="store_true", help="resume TLS sessions, as for logins")
     bench.set_defaults(func=main)
 
 
@@ -238,23 +276,22 @@ def _users(args: argparse.Namespace) -> tuple[list[Credential], str]:
     return users, f"pattern {args.pattern!r} i={args.start}…{args.start + args.count - 1}"
 
 
-def _tls_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+def _tls_context(args: argparse.Namespace, resuming: bool = False) -> ssl.SSLContext | None:
     if not (args.tls or args.starttls):
         return None
     try:
-        context = ssl.create_default_context(cafile=str(args.ca) if args.ca else None)
+        return client_context(str(args.ca) if args.ca else None, args.insecure, resuming)
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"--ca {args.ca}: {exc}") from None
-    if args.insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def build_spec(args: argparse.Namespace) -> Spec:
     mode = args.bench_mode
     if mode == "idle" and args.protocol != "imap":
         raise UsageError("idle is IMAP only (POP3 has no IDLE)")
+    resume = getattr(args, "resume", False)
+    if resume and not (args.tls or args.starttls):
+        raise UsageError("--resume needs --tls or --starttls")
     if args.report is not None and args.report.suffix.lower() == ".png":
         raise UsageError("PNG reports are not available (no plotting dependency): use .html")
     tls = "tls" if args.tls else "starttls" if args.starttls else "none"
@@ -285,12 +322,18 @@ def build_spec(args: argparse.Namespace) -> Spec:
         Watch(tuple(args.compare_cpu_pid), tuple(getattr(args, "compare_pid", [])), args.pid_tree),
         Watch(tuple(args.compare2_cpu_pid), (), args.pid_tree),
     )
+    marker = secrets.token_hex(6) if mode == "submit" else None
+    rcpt = getattr(args, "rcpt_pattern", None)
     options = Options(
         timeout=args.timeout,
         pipeline=args.pipeline,
-        tls_context=_tls_context(args),
+        tls_context=_tls_context(args, resume),
         sni=args.sni,
         sources=sources(args.bind),
+        resume=resume,
+        tls_factory=(lambda: _tls_context(args, True)) if resume else None,
+        message=make_message(args.size, f"submit-{marker}") if marker else b"",
+        rcpt=compile_pattern(rcpt) if rcpt else None,
     )
     rounds = args.rounds or (1 if mode == "idle" else 2)
     spec = Spec(
@@ -317,6 +360,8 @@ def build_spec(args: argparse.Namespace) -> Spec:
         for k, v in sorted(vars(args).items())
         if k not in ("func", "load", "command", "config") and v not in (None, False, [])
     }
+    if marker:  # in the Subject of every message sent, to find them in the mailboxes
+        settings["marker"] = f"submit-{marker}"
     if "password_pattern" in settings:  # reports get mailed around; passwords should not
         settings["password_pattern"] = "(not shown)"
     return dataclasses.replace(spec, settings=settings)
@@ -333,7 +378,10 @@ def describe(spec: Spec) -> str:
             f" {spec.workers} set up at once, held {spec.hold:g} s"
         )
     else:
-        what = "logins" if spec.mode == "logins" else f"fetches of ~{spec.size:,} B"
+        what = {
+            "logins": "logins",
+            "submit": f"messages of {spec.size:,} B",
+        }.get(spec.mode, f"fetches of ~{spec.size:,} B")
         budget = f"{spec.duration:g} s" if spec.duration else f"{spec.requests} {what}"
         load = f"{spec.workers} workers, {budget} per target"
         if len(spec.targets) == 2:
@@ -343,7 +391,8 @@ def describe(spec: Spec) -> str:
                 else f" in {spec.rounds} rounds each, alternating"
             )
     pipeline = ", pipelined" if spec.options.pipeline else ""
-    return f"{proto} {where}; {load}{pipeline}"
+    resume = ", resuming TLS sessions" if spec.options.resume else ""
+    return f"{proto} {where}; {load}{pipeline}{resume}"
 
 
 def main(args: argparse.Namespace) -> int:

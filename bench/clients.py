@@ -66,7 +66,7 @@ def classify(exc: BaseException, phase: str) -> BenchError:
 class Endpoint:
     host: str
     port: int
-    protocol: str = "imap"  # "imap" | "pop3"
+    protocol: str = "imap"  # "imap" | "pop3" | "smtp" (submission)
     tls: str = "none"  # "none" | "tls" (implicit) | "starttls"
     label: str = ""
 
@@ -121,6 +121,61 @@ class Conn:
 
     def abort(self) -> None:
         self.writer.transport.abort()
+
+    def ssl_object(self) -> ssl.SSLObject | None:
+        """The TLS state once a handshake is done (None on a plain connection)."""
+        obj = self.writer.get_extra_info("ssl_object")
+        return obj if isinstance(obj, ssl.SSLObject | ssl.SSLSocket) else None
+
+
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers ``session`` (a previous connection's) on each handshake.
+
+    Neither asyncio's nor uvloop's TLS (``open_connection(ssl=…)``, ``start_tls``) takes a
+    session argument, but both build their ``SSLObject`` with ``context.wrap_bio``, which
+    does; overriding it is the one hook that works on both loops. A session is only valid
+    with the context that made it, so each worker owns one context (and so one session)
+    per target, and connects with it one connection at a time.
+    """
+
+    session: ssl.SSLSession | None = None
+
+    def wrap_bio(  # type: ignore[override]
+        self,
+        incoming: ssl.MemoryBIO,
+        outgoing: ssl.MemoryBIO,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        offered = session or (None if server_side else self.session)
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname, offered)
+
+    def keep(self, conn: Conn) -> None:
+        """Remember ``conn``'s session for the next connect. Call it after a read that came
+        after the handshake: TLS 1.3 tickets arrive then, and a session taken before them
+        cannot resume."""
+        obj = conn.ssl_object()
+        session = obj.session if obj is not None else None
+        if session is not None:
+            self.session = session
+
+
+def client_context(cafile: str | None, insecure: bool, resuming: bool = False) -> ssl.SSLContext:
+    """What ``ssl.create_default_context`` makes, optionally as a :class:`ResumingContext`
+    (which cannot be made by ``create_default_context``, hence this copy of its settings)."""
+    if not resuming:
+        context = ssl.create_default_context(cafile=cafile)
+    else:
+        context = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+        if cafile:
+            context.load_verify_locations(cafile=cafile)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 async def connect(
@@ -317,7 +372,7 @@ class ImapClient:
 
 
 async def start_tls(conn: Conn, protocol: str, context: ssl.SSLContext, sni: str) -> None:
-    """STARTTLS (IMAP) or STLS (POP3) right after the greeting."""
+    """STARTTLS (IMAP) or STLS (POP3) right after the greeting (SMTP: see bench.smtpclient)."""
     if protocol == "imap":
         conn.send(b"t0 STARTTLS\r\n")
         while True:

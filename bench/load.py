@@ -28,13 +28,15 @@ from bench.clients import (
     Conn,
     Endpoint,
     ImapClient,
+    ResumingContext,
     classify,
     connect,
     start_tls,
 )
-from bench.patterns import Credential
+from bench.patterns import Credential, Pattern
 from bench.pop3client import Pop3Client
 from bench.procstat import cpu_by_root
+from bench.smtpclient import SmtpClient
 from bench.stats import Samples
 
 _source_turn = itertools.count()
@@ -52,6 +54,13 @@ class Options:
     # Local addresses to connect from, in turn: a proxy's per-IP limits and Dovecot's
     # mail_max_userip_connections see many clients, as in production, not one.
     sources: tuple[str, ...] = ()
+    # --resume: each worker offers its previous connection's TLS session on the next one,
+    # with a context of its own from this factory (a session only resumes with its context).
+    resume: bool = False
+    tls_factory: Callable[[], ssl.SSLContext] | None = None
+    # submit: the message sent (its Message-ID made unique per send) and the recipients.
+    message: bytes = b""
+    rcpt: Pattern | None = None
 
 
 @dataclass
@@ -76,6 +85,24 @@ class Recorder:
     cpu_tree: bool = False
     cpu_by_pid: dict[int, float] = field(default_factory=dict)
     next_user: int = 0
+    tls_connections: int = 0  # TLS handshakes completed
+    tls_resumed: int = 0  # … of which resumed a previous session (``session_reused``)
+    contexts: dict[int, ssl.SSLContext] = field(default_factory=dict)  # per worker, --resume
+    next_message: int = 0
+
+    def tls_context(self, worker: int, options: Options) -> ssl.SSLContext | None:
+        """The context worker ``worker`` connects with: its own one under --resume (kept
+        across rounds, so a worker resumes the session of its last connection here)."""
+        if not options.resume or options.tls_factory is None:
+            return options.tls_context
+        if worker not in self.contexts:
+            self.contexts[worker] = options.tls_factory()
+        return self.contexts[worker]
+
+    def note_tls(self, reused: bool | None) -> None:
+        if reused is not None:
+            self.tls_connections += 1
+            self.tls_resumed += int(reused)
 
     def success(self, now: float, latency: float, phases: dict[str, float], size: int = 0) -> None:
         self.ok += 1
@@ -180,14 +207,24 @@ class Clock:
 class Session:
     """A logged-in IMAP or POP3 session, built step by step so each phase can be timed."""
 
-    def __init__(self, endpoint: Endpoint, options: Options) -> None:
+    def __init__(
+        self, endpoint: Endpoint, options: Options, context: ssl.SSLContext | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.options = options
+        self.context = context or options.tls_context
         self.phase = "connect"
         self.phases: dict[str, float] = {}
         self.conn: Conn | None = None
         self.imap: ImapClient | None = None
         self.pop3: Pop3Client | None = None
+        self.smtp: SmtpClient | None = None
+        self.tls_reused: bool | None = None  # set once a TLS handshake is done
+
+    def _note_handshake(self) -> None:
+        obj = self.conn.ssl_object() if self.conn is not None else None
+        if obj is not None:
+            self.tls_reused = bool(obj.session_reused)
 
     def _lap(self, name: str, started: float, next_phase: str) -> float:
         now = time.perf_counter()
@@ -204,8 +241,12 @@ class Session:
         t = time.perf_counter()
         ep, opts = self.endpoint, self.options
         source = opts.sources[next(_source_turn) % len(opts.sources)] if opts.sources else None
-        self.conn = await connect(ep, opts.tls_context, opts.sni, source)
+        self.conn = await connect(ep, self.context, opts.sni, source)
+        self._note_handshake()
         t = self._lap("connect", t, "greeting")
+        if ep.protocol == "smtp":
+            await self._open_smtp(user, t)
+            return 0
         if ep.protocol == "imap":
             self.imap = ImapClient(self.conn)
             await self.imap.greeting()
@@ -213,8 +254,9 @@ class Session:
             self.pop3 = Pop3Client(self.conn)
             await self.pop3.greeting()
         if ep.tls == "starttls":
-            assert opts.tls_context is not None
-            await start_tls(self.conn, ep.protocol, opts.tls_context, opts.sni or ep.host)
+            assert self.context is not None
+            await start_tls(self.conn, ep.protocol, self.context, opts.sni or ep.host)
+            self._note_handshake()
         t = self._lap("greeting", t, "login")
         if self.imap is not None:
             if opts.pipeline and select:
@@ -239,6 +281,31 @@ class Session:
         self._lap("select", t, "ready")
         return count
 
+    async def _open_smtp(self, user: Credential, t: float) -> None:
+        """Greeting, EHLO (STARTTLS, EHLO) as the ``greeting`` phase, AUTH as ``login``."""
+        assert self.conn is not None
+        ep = self.endpoint
+        self.smtp = SmtpClient(self.conn)
+        await self.smtp.greeting()
+        await self.smtp.ehlo()
+        if ep.tls == "starttls":
+            assert self.context is not None
+            await self.smtp.starttls_command()
+            await self.conn.start_tls(self.context, self.options.sni or ep.host)
+            self._note_handshake()
+            await self.smtp.ehlo()
+        t = self._lap("greeting", t, "login")
+        await self.smtp.login(user)
+        self._lap("login", t, "send")
+
+    async def submit(self, sender: str, recipient: str, message: bytes) -> None:
+        """MAIL FROM / RCPT TO / DATA of one message, timed as the ``send`` phase."""
+        assert self.smtp is not None
+        t = time.perf_counter()
+        self.phase = "send"
+        await self.smtp.send(sender, recipient, message, self.options.pipeline)
+        self._lap("send", t, "logout")
+
     async def close(self) -> None:
         """LOGOUT / QUIT (timed as the ``logout`` phase), then close the socket."""
         t = time.perf_counter()
@@ -247,8 +314,12 @@ class Session:
             await self.imap.logout()
         elif self.pop3 is not None:
             await self.pop3.quit()
+        elif self.smtp is not None:
+            await self.smtp.quit()
         if "logout" not in self.phases:
             self.phases["logout"] = time.perf_counter() - t
+        if self.conn is not None and isinstance(self.context, ResumingContext):
+            self.context.keep(self.conn)  # after the last reply: any TLS 1.3 ticket is in
         if self.conn is not None:
             await self.conn.close(wait_eof=min(EOF_WAIT, self.options.timeout))
             self.conn = None
@@ -272,10 +343,15 @@ class Session:
 
 
 async def login_once(
-    rec: Recorder, clock: Clock, endpoint: Endpoint, user: Credential, options: Options
+    rec: Recorder,
+    clock: Clock,
+    endpoint: Endpoint,
+    user: Credential,
+    options: Options,
+    context: ssl.SSLContext | None = None,
 ) -> None:
     """One connect → login → SELECT/STAT → logout, recorded as a success or one error."""
-    session = Session(endpoint, options)
+    session = Session(endpoint, options, context)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(options.timeout):
@@ -283,16 +359,71 @@ async def login_once(
             await session.close()
     except Exception as exc:  # every failure is a data point, never a crash
         session.abort()
+        rec.note_tls(session.tls_reused)
         rec.failure(clock.now(), classify(exc, session.phase))
         return
+    rec.note_tls(session.tls_reused)
     rec.success(clock.now(), time.perf_counter() - started, session.phases)
 
 
 async def logins_worker(
-    rec: Recorder, gate: Gate, clock: Clock, users: Sequence[Credential], options: Options
+    rec: Recorder,
+    gate: Gate,
+    clock: Clock,
+    users: Sequence[Credential],
+    options: Options,
+    worker: int = 0,
 ) -> None:
+    context = rec.tls_context(worker, options)
     while gate.take():
-        await login_once(rec, clock, rec.endpoint, rec.take_user(users), options)
+        await login_once(rec, clock, rec.endpoint, rec.take_user(users), options, context)
+
+
+def unique_message(message: bytes, n: int) -> bytes:
+    """``message`` with ``-n`` added to its Message-ID, so no two sends look like duplicates
+    to a store that suppresses them; only the header block is rewritten."""
+    head, sep, body = message.partition(b"\r\n\r\n")
+    return head.replace(b"@bench.mailfarm.test>", b"-%d@bench.mailfarm.test>" % n, 1) + sep + body
+
+
+async def submit_once(
+    rec: Recorder,
+    clock: Clock,
+    user: Credential,
+    options: Options,
+    context: ssl.SSLContext | None = None,
+) -> None:
+    """One connect → EHLO (→ STARTTLS → EHLO) → AUTH → one message → QUIT, recorded."""
+    n = rec.next_message
+    rec.next_message += 1
+    recipient = options.rcpt.render(n) if options.rcpt is not None else user.login
+    session = Session(rec.endpoint, options, context)
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(options.timeout):
+            await session.open(user)
+            await session.submit(user.login, recipient, unique_message(options.message, n))
+            await session.close()
+    except Exception as exc:  # every failure is a data point, never a crash
+        session.abort()
+        rec.note_tls(session.tls_reused)
+        rec.failure(clock.now(), classify(exc, session.phase))
+        return
+    rec.note_tls(session.tls_reused)
+    rec.success(clock.now(), time.perf_counter() - started, session.phases, len(options.message))
+
+
+async def submit_worker(
+    rec: Recorder,
+    gate: Gate,
+    clock: Clock,
+    users: Sequence[Credential],
+    options: Options,
+    worker: int = 0,
+) -> None:
+    context = rec.tls_context(worker, options)
+    while gate.take():
+        await submit_once(rec, clock, rec.take_user(users), options, context)
 
 
 def closest(sizes: dict[int, int], wanted: int) -> tuple[int, int] | None:

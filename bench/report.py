@@ -32,9 +32,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def _rate_columns(mode: str) -> tuple[str, str]:
-    return {"fetch": ("fetches", "MB/s"), "idle": ("sessions", "setup/s")}.get(
-        mode, ("logins", "logins/s")
-    )
+    return {
+        "fetch": ("fetches", "MB/s"),
+        "idle": ("sessions", "setup/s"),
+        "submit": ("messages", "msgs/s"),
+    }.get(mode, ("logins", "logins/s"))
 
 
 def _headline_rate(mode: str, t: dict[str, Any]) -> float | None:
@@ -102,6 +104,20 @@ def _target_details(mode: str, t: dict[str, Any]) -> list[str]:
         out.append(
             f"message {_fmt(t.get('message_size'))} B (asked {_fmt(t['requested_size'])}),"
             f" {t['fetches']:,} fetches, {t['bytes']:,} bytes, {_fmt(t['mb_per_s'], 2)} MB/s"
+        )
+    if mode == "submit":
+        out.append(
+            f"{t['messages']:,} messages of {_fmt(t['message_size'])} B submitted,"
+            f" {t['bytes']:,} bytes"
+        )
+    resumption = t.get("tls_resumption")
+    if resumption:
+        share = resumption["share"]
+        shown = f"{100 * share:.1f} %" if share is not None else "-"
+        offered = "" if resumption["offered"] else " (--resume not given)"
+        out.append(
+            f"TLS sessions resumed: {resumption['resumed']:,} of"
+            f" {resumption['connections']:,} ({shown}){offered}"
         )
     idle = t.get("idle")
     if idle:
@@ -244,7 +260,9 @@ def _charts(doc: dict[str, Any]) -> list[str]:
             (f"{t['role']} {t['label']}", _color(t["role"]), t["histogram"]["counts"])
             for t in hists
         ]
-        what = {"fetch": "fetch", "idle": "session set-up"}.get(mode, "login transaction")
+        what = {"fetch": "fetch", "idle": "session set-up", "submit": "submission"}.get(
+            mode, "login transaction"
+        )
         out.append(f"<h2>Latency of each {escape(what)} (ms, log scale)</h2>")
         out.append('<div class="card">' + bar_chart(edges, series, "ms", "count") + "</div>")
     key = "mb_per_s" if mode == "fetch" else "ok"
@@ -256,7 +274,9 @@ def _charts(doc: dict[str, Any]) -> list[str]:
         own = [(r["start_s"], r["end_s"]) for r in rounds if r["target"] == index]
         values = only_while_running(values, width, own)
         series_t.append((f"{t['role']} {t['label']}", _color(t["role"]), values))
-    unit = {"fetch": "MB/s", "idle": "sessions set up/s"}.get(mode, "logins/s")
+    unit = {"fetch": "MB/s", "idle": "sessions set up/s", "submit": "messages/s"}.get(
+        mode, "logins/s"
+    )
     spans = [(r["start_s"], r["end_s"], COLORS[r["target"]]) for r in doc.get("rounds", [])]
     out.append(f"<h2>Throughput over time ({escape(unit)}, {width:g} s buckets)</h2>")
     out.append('<div class="card">' + line_chart(width, series_t, "s", unit, spans) + "</div>")

@@ -27,6 +27,7 @@ from bench.load import (
     logins_worker,
     plan_rounds,
     run_rounds,
+    submit_worker,
 )
 from bench.patterns import Credential
 from bench.procstat import process_name
@@ -52,7 +53,7 @@ class Watch:
 
 @dataclass(frozen=True)
 class Spec:
-    mode: str  # "logins" | "idle" | "fetch"
+    mode: str  # "logins" | "idle" | "fetch" | "submit"
     targets: tuple[Endpoint, ...]
     users: tuple[Credential, ...]
     users_source: str
@@ -63,7 +64,7 @@ class Spec:
     round_seconds: float = 5.0
     rounds: int = 2
     max_time: float = 600.0
-    size: int = 0  # fetch
+    size: int = 0  # fetch, submit
     sessions: int = 0  # idle
     rate: float = 100.0  # idle
     hold: float = 10.0  # idle
@@ -213,8 +214,10 @@ def _starter(spec: Spec, clock: Clock) -> Callable[[Recorder, Any, int], asyncio
         if spec.mode == "fetch":
             user = spec.users[worker % len(spec.users)]
             coro = fetch_worker(rec, gate, clock, user, spec.options, spec.size)
+        elif spec.mode == "submit":
+            coro = submit_worker(rec, gate, clock, spec.users, spec.options, worker)
         else:
-            coro = logins_worker(rec, gate, clock, spec.users, spec.options)
+            coro = logins_worker(rec, gate, clock, spec.users, spec.options, worker)
         return asyncio.create_task(coro)
 
     return start
@@ -280,7 +283,7 @@ def build_document(
     }
 
 
-UNITS = {"logins": "login", "fetch": "fetch", "idle": "session"}
+UNITS = {"logins": "login", "fetch": "fetch", "idle": "session", "submit": "message"}
 
 
 def _target_doc(
@@ -334,6 +337,20 @@ def _target_doc(
             },
             "ms_per_" + UNITS[spec.mode]: 1000 * rec.cpu / rec.ok if rec.ok else None,
         }
+    if ep.tls != "none" and spec.mode != "idle":
+        doc["tls_resumption"] = {
+            "offered": spec.options.resume,
+            "connections": rec.tls_connections,
+            "resumed": rec.tls_resumed,
+            "share": rec.tls_resumed / rec.tls_connections if rec.tls_connections else None,
+        }
+    if spec.mode == "submit":
+        doc.update(
+            message_size=len(spec.options.message),
+            messages=rec.ok,
+            bytes=rec.bytes,
+            marker=spec.settings.get("marker"),
+        )
     if spec.mode == "fetch":
         mb = weighted_timeline(rec.ok_times.values, rec.byte_counts.values, width, elapsed)
         doc.update(
@@ -378,7 +395,11 @@ def compare(mode: str, targets: list[dict[str, Any]]) -> dict[str, Any]:
     if mode == "idle" and all((t.get("idle") or {}).get("kb_per_session") for t in targets):
         metric = "KB per idle session"
     else:
-        metric = {"fetch": "MB/s", "idle": "idle sessions set up per s"}.get(mode, "logins/s")
+        metric = {
+            "fetch": "MB/s",
+            "idle": "idle sessions set up per s",
+            "submit": "messages/s",
+        }.get(mode, "logins/s")
     value = ratio(headline(mode, a), headline(mode, b))
     lat_a, lat_b = a.get("latency_ms") or {}, b.get("latency_ms") or {}
     p50 = ratio(lat_a.get("p50"), lat_b.get("p50"))

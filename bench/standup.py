@@ -57,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
         with MailfarmProcess(Path(tmp), sections, "bench-mailfarm") as proc:
             assert proc.proc is not None
             info = {
-                "proxy": {"imap": ports.imap, "pop3": ports.pop3, "pid": proc.proc.pid},
+                "proxy": {
+                    "imap": ports.imap,
+                    "imaps": ports.imaps,
+                    "pop3": ports.pop3,
+                    "pop3s": ports.pop3s,
+                    "pid": proc.proc.pid,
+                },
                 "backends": {
                     name: {
                         "host": b.host,

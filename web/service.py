@@ -10,6 +10,8 @@ between threads).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -166,51 +168,54 @@ class Service:
             return user_dict(self._found_user(who, writer, address))
 
     def _user_change(self, who: Actor, rule: str, address: str) -> Any:
-        """The checks every change of one user starts with; the found user."""
+        """The checks an action on a user starts with (a move or a kick, which do their
+        work elsewhere); the found user."""
         self._user_access(who, rule, address)
         with self._ldap() as writer:
             return self._found_user(who, writer, address)
 
+    @contextmanager
+    def _changing(
+        self, who: Actor, rule: str, action: str, address: str
+    ) -> Iterator[tuple[LdapWriter, Any, dict[str, str]]]:
+        """One change of one user on one connection: the rule, the user (another domain's
+        looks missing), then the audit entry around the change itself."""
+        self._user_access(who, rule, address)
+        with self._ldap() as writer:
+            user = self._found_user(who, writer, address)
+            with self.audit.change(who, action, user.mail, _domain(user)) as note:
+                yield writer, user, note
+
     def delete_user(self, who: Actor, address: str) -> dict[str, Any]:
         from directory.provision.users import delete_user
 
-        user = self._user_change(who, "users.delete", address)
-        with self.audit.change(who, "user.delete", user.mail, _domain(user)):
-            with self._ldap() as writer:
-                gone = delete_user(self.settings, writer, user.uid).as_dict()
-            forget_domain(_domain(user))
-            return gone
+        with self._changing(who, "users.delete", "user.delete", address) as (writer, user, _):
+            gone = delete_user(self.settings, writer, user.uid).as_dict()
+        forget_domain(_domain(user))
+        return gone
 
     def set_password(self, who: Actor, address: str, password: str) -> dict[str, Any]:
         from directory.provision.users import set_password
 
-        user = self._user_change(who, "users.write", address)
-        with self.audit.change(who, "user.password", user.mail, _domain(user)):
-            with self._ldap() as writer:
-                return set_password(self.settings, writer, user.uid, password).as_dict()
+        with self._changing(who, "users.write", "user.password", address) as (writer, user, _):
+            return set_password(self.settings, writer, user.uid, password).as_dict()
 
     def set_disabled(self, who: Actor, address: str, disabled: bool) -> dict[str, Any]:
         from directory.provision.users import set_login_disabled
 
         action = "user.disable" if disabled else "user.enable"
-        user = self._user_change(who, "users.write", address)
-        with self.audit.change(who, action, user.mail, _domain(user)):
-            with self._ldap() as writer:
-                done = set_login_disabled(self.settings, writer, user.uid, disabled)
-                return done.as_dict()
+        with self._changing(who, "users.write", action, address) as (writer, user, _):
+            return set_login_disabled(self.settings, writer, user.uid, disabled).as_dict()
 
     def set_quota(self, who: Actor, address: str, quota: int | None) -> dict[str, Any]:
         """``None`` removes the quota (the backend's default applies)."""
         attr = self.settings.directory.quota_attribute
         if not attr:
             raise Problem(422, "no [directory] quota_attribute is set", field="quota")
-        user = self._user_change(who, "users.write", address)
-        shown = "none" if quota is None else f"{quota} KiB"
-        with self.audit.change(who, "user.quota", user.mail, _domain(user)) as note:
-            note["detail"] = shown
-            with self._ldap() as writer:
-                writer.modify(user.dn, {attr: [(REPLACE, [] if quota is None else [str(quota)])]})
-                return user_dict(self._found_user(who, writer, user.mail))
+        with self._changing(who, "users.write", "user.quota", address) as (writer, user, note):
+            note["detail"] = "none" if quota is None else f"{quota} KiB"
+            writer.modify(user.dn, {attr: [(REPLACE, [] if quota is None else [str(quota)])]})
+            return user_dict(self._found_user(who, writer, user.mail))
 
     def move(
         self, who: Actor, address: str, to: str, force: bool = False, keep_old: bool = False

@@ -24,6 +24,7 @@ from proxy.sasl import Credentials
 from proxy.session import ClientInfo
 from tests.integration.imapwire import Wire
 from tests.integration.proxies import RunningProxy
+from tests.integration.waiting import eventually
 
 pytestmark = pytest.mark.usefixtures("farm")
 
@@ -449,13 +450,18 @@ def test_backend_starttls_and_forwarded_client_ip(farm: Farm, tmp_path: Path) ->
             assert w.line().startswith(b"+OK ")
             assert w.line().startswith(b"+OK")
         log = running.log_text()
-    logins = [
-        line
-        for line in farm.log_file(user.backend).read_text().splitlines()
-        if f"user=<{user.uid}>" in line and "rip=127.0.0.9" in line
-    ]
-    assert logins, log[-2000:]
-    assert ", TLS" in logins[-1], logins[-1]
+
+    def logins() -> list[str]:
+        return [
+            line
+            for line in farm.log_file(user.backend).read_text().splitlines()
+            if f"user=<{user.uid}>" in line and "rip=127.0.0.9" in line
+        ]
+
+    # Dovecot logs through its log process: the login line lands a moment later.
+    assert eventually(logins), log[-2000:]
+    last = logins()[-1]
+    assert ", TLS" in last, last
 
 
 @pytest.mark.parametrize(
@@ -514,8 +520,8 @@ async def test_backend_login_forwards_client_address(farm: Farm) -> None:
     user = farm.user("carol@example.com")
     _, stat = await backend_login(farm, user, user.password, forward_client_ip=True)
     assert stat.startswith(b"+OK ")
-    log = farm.log_file(user.backend).read_text()
-    assert f"user=<{user.uid}>, method=PLAIN, rip=192.0.2.44" in log
+    line = f"user=<{user.uid}>, method=PLAIN, rip=192.0.2.44"
+    assert eventually(lambda: line in farm.log_file(user.backend).read_text()), line
 
 
 async def test_backend_login_over_stls(farm: Farm) -> None:

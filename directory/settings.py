@@ -63,6 +63,9 @@ DIRECTORY_KEYS = {
     "bind_password_file": Key("path", None),
     "user_filter": Key("str", DEFAULT_USER_FILTER, _check_filter),
     "domain_filter": Key("str", DEFAULT_DOMAIN_FILTER, _check_filter),
+    # Where domain_filter looks: empty = "ou=domains,<base>", the branch the admin tool writes.
+    "domain_base": Key("str", ""),
+    "domain_scope": Key("str", "one", one_of("one", "sub")),
     "host_attribute": Key("str", "mailHost"),
     "port_attribute": Key("str", ""),
     "disabled_attribute": Key("str", ""),
@@ -97,6 +100,29 @@ def _check_wait(value: float) -> float:
     return value
 
 
+def _check_front_door(value: str) -> str:
+    name = value.strip().lower().rstrip(".")
+    if value and (not name or any(ch.isspace() or ch in "/:@" for ch in name) or "." not in name):
+        raise ValueError(f"must be the host name clients connect to, not {value!r}")
+    return name
+
+
+def _port_or_off(value: int) -> int:
+    return value if value == 0 else port_number(value)
+
+
+def _check_txt_default(value: str) -> str:
+    if any(ord(ch) < 32 or ord(ch) > 126 for ch in value):
+        raise ValueError("must be printable ASCII (it becomes a TXT record)")
+    return value
+
+
+def _check_rsa_bits(value: int) -> int:
+    if value not in (1024, 2048, 3072, 4096):
+        raise ValueError(f"must be 1024, 2048, 3072 or 4096 (RSA key bits), not {value!r}")
+    return value
+
+
 PROVISION_KEYS = {
     "bind_dn": Key("str", ""),
     "bind_password": Key("secret", "", secret=True),
@@ -116,6 +142,20 @@ PROVISION_KEYS = {
     # The provider to write to when [directory] uri lists read-only consumers (syncrepl).
     "uri": Key("strlist", (), _check_provider_uris),
     "replication_wait": Key("float", 5.0, _check_wait),
+    # The front door as mail clients reach it: SRV records, autoconfig, Autodiscover.
+    "front_door": Key("str", "", _check_front_door),
+    "front_door_imap": Key("int", 143, _port_or_off),
+    "front_door_imaps": Key("int", 993, _port_or_off),
+    "front_door_pop3": Key("int", 110, _port_or_off),
+    "front_door_pop3s": Key("int", 995, _port_or_off),
+    "front_door_submission": Key("int", 587, _port_or_off),
+    "front_door_submissions": Key("int", 465, _port_or_off),
+    # Mail's DNS records every new domain gets (%s: the domain); empty: none.
+    "default_spf": Key("str", "v=spf1 mx -all", _check_txt_default),
+    "default_dmarc": Key("str", "v=DMARC1; p=none; rua=mailto:postmaster@%s", _check_txt_default),
+    # DKIM keys (mailfarm dns dkim): <dkim_dir>/<domain>/<selector>.private, mode 0600.
+    "dkim_dir": Key("path", None),
+    "dkim_bits": Key("int", 2048, _check_rsa_bits),
 }
 
 
@@ -164,6 +204,13 @@ class DirectorySettings:
     cert_file: Path | None = None
     key_file: Path | None = None
     tls_verify: bool = True
+    domain_base: str = ""  # empty: ou=domains,<base>
+    domain_scope: str = "one"
+
+    @property
+    def domains_base(self) -> str:
+        """The DN domain_filter searches under."""
+        return self.domain_base or f"ou=domains,{self.base}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +233,17 @@ class ProvisionSettings:
     # Last and with defaults: a settings object built by hand before they existed still works.
     uri: tuple[str, ...] = ()  # empty: write to [directory] uri
     replication_wait: float = 5.0  # read-your-writes bound on the consumers; 0: no check
+    front_door: str = ""  # host name clients use; empty: no SRV records, no autoconfig
+    front_door_imap: int = 143  # each port as clients see it (0: not offered); STARTTLS
+    front_door_imaps: int = 993  # implicit TLS
+    front_door_pop3: int = 110
+    front_door_pop3s: int = 995
+    front_door_submission: int = 587
+    front_door_submissions: int = 465
+    default_spf: str = "v=spf1 mx -all"
+    default_dmarc: str = "v=DMARC1; p=none; rua=mailto:postmaster@%s"
+    dkim_dir: Path | None = None
+    dkim_bits: int = 2048
 
 
 @dataclass(frozen=True, slots=True)

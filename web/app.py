@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from directory.settings import ToolConfig
-from web import problems
+from web import autoconfig_routes, problems
 from web.api import build_router
 from web.audit import Audit
 from web.auth import authenticate
@@ -94,6 +94,7 @@ def create_app(
     service = Service(settings, Jobs(_describe), audit or Audit(), dashboard)
     app.state.service = service
     app.include_router(build_router(service))
+    app.include_router(autoconfig_routes.build_router(settings))  # public: mail clients
     if getattr(settings, "web", None) is not None:
         from web.console import install
 

@@ -31,6 +31,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     from web.app import create_app
     from web.audit import Audit
+    from web.autoconfig_routes import HideQueries
     from web.dashboard import Dashboard
     from web.tokens import Tokens, load_tokens
 
@@ -45,6 +46,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     audit = Audit(web.audit_log)
     dashboard = Dashboard(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("uvicorn.access").addFilter(HideQueries())  # no addresses in the log
     sockets = [_bind(host, port) for host, port in web.listen]
     config = uvicorn.Config(
         create_app(settings, tokens, audit, dashboard),

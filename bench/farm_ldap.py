@@ -31,7 +31,9 @@ from typing import Protocol
 from bench.farm_proc import free_ports, port_open, spawn, stop_process, wait_until
 from bench.pki import Pki
 
-SCHEMAS = ("core", "cosine", "inetorgperson", "nis", "misc")
+# dnsdomain2 (Debian pdns-backend-ldap): PowerDNS's record attributes (AAAA, TXT, SRV, ...) and
+# objectClass dNSDomain2, which the admin tool writes for every DNS name.
+SCHEMAS = ("core", "cosine", "inetorgperson", "nis", "misc", "dnsdomain2")
 SCHEMA_DIR = Path("/etc/ldap/schema")
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 SLAPD_USER = "openldap"

@@ -32,7 +32,8 @@ from bench.farm_proc import free_ports
 from bench.proxyproc import render_toml
 from directory.names import escape_filter_value
 from directory.provision import NotFound
-from directory.provision.dnsstore import domain_dn, name_dn
+from directory.provision.dns import fqdn
+from directory.provision.dnsstore import NAME_CLASSES, domain_dn, name_dn
 from directory.provision.domains import DOMAIN_CLASSES, dns_attributes
 from directory.provision.ldapwrite import LdapWriter
 from directory.provision.users import USER_CLASSES, uid_for_address, user_attributes
@@ -71,7 +72,8 @@ def domain_entries(domain: str, today: date) -> Iterator[str]:
                           "associatedDomain": [domain], **apex})  # fmt: skip
     yield ldif_entry(f"ou=users,{dn}", {"objectClass": ["organizationalUnit"], "ou": ["users"]})
     for owner, ips in names.items():
-        yield ldif_entry(name_dn(dn, owner), {"objectClass": ["dNSDomain"], "dc": [owner],
+        yield ldif_entry(name_dn(dn, owner), {"objectClass": list(NAME_CLASSES), "dc": [owner],
+                                              "associatedDomain": [fqdn(owner, domain)],
                                               "aRecord": ips})  # fmt: skip
 
 

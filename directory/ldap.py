@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server
+from ldap3 import LEVEL, NONE, SIMPLE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException, LDAPResponseTimeoutError, LDAPSocketOpenError
 
 from directory.ldaptls import ldap3_start_tls, ldap3_tls, ldap3_tls_intact
@@ -282,13 +282,15 @@ class LdapSource:
         return self._search.run(job)
 
     def find_domain(self, domain: str) -> bool:
-        """Is ``domain`` hosted: does the domain filter match an entry under the base?"""
+        """Is ``domain`` hosted: does the domain filter match an entry under the domains base
+        (``domain_scope`` "one": a domain entry itself, never a DNS name below it)?"""
         s = self._settings
         search_filter = render_filter(s.domain_filter, domain)
+        scope = LEVEL if s.domain_scope == "one" else SUBTREE
 
         def job(conn: Connection) -> bool:
             conn.search(
-                s.base, search_filter, search_scope=SUBTREE, attributes=["1.1"], size_limit=1
+                s.domains_base, search_filter, search_scope=scope, attributes=["1.1"], size_limit=1
             )
             code = conn.result.get("result")
             if code == NO_SUCH_OBJECT:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from directory.filters import parse_filter
 from directory.ldaptls import ssl_context, uses_starttls
 from directory.ldapwire import (
+    SCOPES,
     LdapWireError,
     Response,
     bind_request,
@@ -351,15 +352,24 @@ class AsyncLdapSource:
             self._search_opening = None
 
     async def _search(
-        self, filter_text: str, attributes: list[str], size_limit: int
+        self,
+        filter_text: str,
+        attributes: list[str],
+        size_limit: int,
+        base: str | None = None,
+        scope: str = "sub",
     ) -> tuple[Response, list[Response]]:
-        """One subtree search under the base, retried once on a fresh connection."""
+        """One search (by default of the subtree under the base), retried once on a fresh
+        connection."""
         self._bind_loop()
         s = self._settings
         tree = parse_filter(filter_text)
+        where = s.base if base is None else base
 
         def build(message_id: int) -> bytes:
-            return search_request(message_id, s.base, tree, attributes, size_limit)
+            return search_request(
+                message_id, where, tree, attributes, size_limit, scope=SCOPES[scope]
+            )
 
         for attempt in (1, 2):
             conn = await self._search_connection()
@@ -379,9 +389,16 @@ class AsyncLdapSource:
         raise AssertionError("unreachable")
 
     async def find_domain(self, domain: str) -> bool:
-        """Is ``domain`` hosted: does the domain filter match an entry under the base?"""
+        """Is ``domain`` hosted: does the domain filter match an entry under the domains base
+        (``domain_scope`` "one": a domain entry itself, never a DNS name below it)?"""
         s = self._settings
-        done, entries = await self._search(render_filter(s.domain_filter, domain), ["1.1"], 1)
+        done, entries = await self._search(
+            render_filter(s.domain_filter, domain),
+            ["1.1"],
+            1,
+            base=s.domains_base,
+            scope=s.domain_scope,
+        )
         if done.result_code == NO_SUCH_OBJECT:
             return False
         if done.result_code not in (SUCCESS, SIZE_LIMIT_EXCEEDED):

@@ -108,6 +108,10 @@ def encode_filter(f: Filter) -> bytes:
     return tlv(tag, _octets(f.attr) + _octets(f.value))  # type: ignore[union-attr]
 
 
+SCOPE_ONE, SCOPE_SUBTREE = 1, 2  # RFC 4511 singleLevel, wholeSubtree
+SCOPES = {"one": SCOPE_ONE, "sub": SCOPE_SUBTREE}
+
+
 def search_request(
     message_id: int,
     base: str,
@@ -115,11 +119,12 @@ def search_request(
     attributes: list[str],
     size_limit: int = 2,
     time_limit: int = 0,
+    scope: int = SCOPE_SUBTREE,
 ) -> bytes:
-    """Subtree search, never dereferencing aliases."""
+    """Search (by default the whole subtree), never dereferencing aliases."""
     op = (
         _octets(base)
-        + _int(0x0A, 2)  # scope: wholeSubtree
+        + _int(0x0A, scope)
         + _int(0x0A, 0)  # derefAliases: never
         + _int(0x02, size_limit)
         + _int(0x02, time_limit)

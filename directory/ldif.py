@@ -259,9 +259,16 @@ class LdifSource:
         port_attribute: str | None = None,
         disabled_attribute: str | None = None,
         domain_filter: str = DEFAULT_DOMAIN_FILTER,
+        domain_base: str = "",
+        domain_scope: str = "one",
     ) -> None:
         self._path = Path(path)
         self._base = normalise_dn(base)
+        # As [directory] domain_base/domain_scope: empty is "ou=domains," + base.
+        self._domain_base = normalise_dn(
+            domain_base or (f"ou=domains,{base}" if base.strip() else "ou=domains")
+        )
+        self._domain_scope = domain_scope
         parse_filter(render_filter(user_filter, "probe"))  # a bad template fails at startup
         self._user_filter = user_filter
         self.domain_filter = domain_filter
@@ -305,9 +312,20 @@ class LdifSource:
         return data
 
     def find_domain(self, domain: str) -> bool:
-        """Is ``domain`` hosted: does the domain filter match an entry under the base?"""
+        """Is ``domain`` hosted: does the domain filter match an entry under the domains base
+        (``domain_scope`` "one": a domain entry itself, never a DNS name below it)?"""
         wanted = parse_filter(render_filter(self.domain_filter, domain))
-        return any(matches(wanted, entry.folded) for entry in self._snapshot().entries)
+        return any(
+            matches(wanted, entry.folded)
+            for entry in self._snapshot().entries
+            if self._in_domain_scope(normalise_dn(entry.dn))
+        )
+
+    def _in_domain_scope(self, key: tuple[str, ...]) -> bool:
+        depth = len(self._domain_base)
+        if len(key) <= depth or key[-depth:] != self._domain_base:
+            return False
+        return self._domain_scope == "sub" or len(key) == depth + 1
 
     def find(self, login: str) -> Route | None:
         """The route for an already-normalised login, or ``None``.

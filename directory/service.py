@@ -63,6 +63,8 @@ def open_source(settings: DirectorySettings) -> UserSource:
             settings.port_attribute or None,
             settings.disabled_attribute or None,
             settings.domain_filter,
+            settings.domains_base,
+            settings.domain_scope,
         )
     if settings.driver == "ldap3":
         from directory.ldap import LdapSource

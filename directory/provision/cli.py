@@ -517,6 +517,37 @@ def dns_del(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) 
     return _dns_report(args, change, "deleted")
 
 
+def dns_repair(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
+    """Bring old DNS entries up to what PowerDNS's LDAP backend needs (see ``dnsstore``)."""
+    from directory.provision.dns import check_domain
+    from directory.provision.dnsstore import repair_domain
+    from directory.provision.domains import list_domains
+
+    if args.domain:
+        names = [check_domain(args.domain)]
+    else:
+        names = [d.name for d in list_domains(writer)]
+    report: list[dict[str, Any]] = []
+    lines = []
+    for name in names:
+        try:
+            check_domain(name)
+        except UsageError:  # an entry made by hand: no name to give its entries
+            report.append({"domain": name, "changed": False, "fixed": {}, "skipped": True})
+            lines.append(f"{name}: skipped, not a domain name")
+            continue
+        fixed = repair_domain(writer, name)
+        report.append({"domain": name, "changed": bool(fixed), "fixed": fixed})
+        if not fixed:
+            lines.append(f"{name}: nothing to repair")
+        for owner, done in fixed.items():
+            lines.append(f"{name}: {owner}: {'; '.join(done)}")
+    changed = sum(bool(item["fixed"]) for item in report)
+    lines.append(f"{len(names)} domains checked, {changed} repaired")
+    _emit(args, {"domains": report, "repaired": changed}, lines)
+    return EXIT_OK
+
+
 def _dns_report(args: argparse.Namespace, change: Any, what: str) -> int:
     data = change.as_dict()
     line = f"{change.owner} {change.rtype} {what} in {change.domain}"
@@ -788,8 +819,13 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p = _leaf(sub, "set", "add a record (a CNAME replaces)", dns_set, add_config)
     p.add_argument("domain")
     p.add_argument("name", help="@ for the apex, www, *, ...")
-    p.add_argument("type", help="A, MX, NS, CNAME or SOA")
-    p.add_argument("value", nargs="+", help="e.g. 192.0.2.1, '10 mx1.example.com', host.")
+    p.add_argument("type", help="A, AAAA, MX, NS, CNAME, TXT, SRV, CAA, PTR or SOA")
+    p.add_argument(
+        "value",
+        nargs="+",
+        help="e.g. 192.0.2.1, '10 mx1.example.com', host., 'v=spf1 mx -all' (TXT, quoted for "
+        "you), '0 1 993 mail.example.net.' (SRV), '0 issue letsencrypt.org' (CAA)",
+    )
     p = _leaf(
         sub, "del", "delete a record (all of TYPE at NAME without VALUE)", dns_del, add_config
     )
@@ -797,6 +833,21 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p.add_argument("name")
     p.add_argument("type")
     p.add_argument("value", nargs="*")
+    p = _leaf(
+        sub,
+        "repair",
+        "give old DNS entries the associatedDomain and object classes PowerDNS needs",
+        dns_repair,
+        add_config,
+    )
+    p.description = (
+        "Give the domain entry and every DNS name entry of DOMAIN (without DOMAIN: of every "
+        "domain) objectClass domainRelatedObject and dNSDomain2 and associatedDomain <full "
+        "name>, which PowerDNS's LDAP backend finds names by; a wrong associatedDomain of a "
+        "name entry is corrected. Records are not changed, nor the serial. Safe to run again: "
+        "a second run reports nothing to repair."
+    )
+    p.add_argument("domain", nargs="?")
 
     p = _leaf(
         subparsers,

@@ -1,22 +1,33 @@
 """A domain's DNS data as mailfarm keeps it in LDAP, and the BIND zone made from it (pure).
 
-Layout in the directory, using only cosine's standard attributes of ``dNSDomain`` (RFC 1274),
-so any LDAP-backed DNS tool that knows cosine can read it too:
+Layout in the directory, using cosine's ``dNSDomain`` attributes (RFC 1274) and those of
+PowerDNS's ``dnsdomain2`` schema (``aAAARecord``, ``tXTRecord``, ``sRVRecord``, ``cAARecord``,
+``pTRRecord``; objectClass ``dNSDomain2``, a structural subclass of ``dNSDomain``), which is
+exactly what PowerDNS's LDAP backend serves in ``ldap-method=simple``:
 
 * The **apex** lives on the domain entry itself,
-  ``dc=example.com,ou=domains,<[directory] base>`` (objectClass ``dNSDomain`` +
-  ``domainRelatedObject``): ``sOARecord``, ``nSRecord``, ``mXRecord``, ``aRecord``.
-* Every **other name** is a child ``dNSDomain`` entry named by its label(s) relative to the
-  zone, as one ``dc`` value: ``dc=www,dc=example.com,...``, ``dc=*,dc=example.com,...`` for
-  the wildcard, ``dc=mail.eu,dc=example.com,...`` for ``mail.eu.example.com``. Such an entry
-  exists only while it holds a record. ``ou=users`` (the domain's users) is a sibling and is
-  never taken for a name.
+  ``dc=example.com,ou=domains,<[directory] base>`` (objectClass ``dNSDomain2`` +
+  ``domainRelatedObject``, ``associatedDomain: example.com``): ``sOARecord``, ``nSRecord``,
+  ``mXRecord``, ``aRecord``, ...
+* Every **other name** is a child entry named by its label(s) relative to the zone, as one
+  ``dc`` value: ``dc=www,dc=example.com,...``, ``dc=*,dc=example.com,...`` for the wildcard,
+  ``dc=mail.eu,dc=example.com,...`` for ``mail.eu.example.com``; objectClass ``dNSDomain2`` +
+  ``domainRelatedObject`` with ``associatedDomain`` its full name (:func:`fqdn`,
+  ``www.example.com``), because PowerDNS finds every name by ``(associatedDomain=<name>)``.
+  Such an entry exists only while it holds a record. ``ou=users`` (the domain's users) is a
+  sibling and is never taken for a name. (That is also why the hosted-domain check searches
+  only one level under the domains branch: ``mail.eu.example.com`` is a name, not a domain.)
 
-Stored values are the zone-file RDATA in canonical form, every host name absolute:
+Stored values are the zone-file RDATA (presentation form, as PowerDNS parses record
+content) in canonical form, every host name absolute:
 
-* ``aRecord``: ``192.0.2.10``
+* ``aRecord``: ``192.0.2.10``; ``aAAARecord``: ``2001:db8::10`` (RFC 5952 compressed)
 * ``mXRecord``: ``10 mx1.example.com.`` (preference, host)
-* ``nSRecord`` / ``cNAMERecord``: ``ns1.example.com.``
+* ``nSRecord`` / ``cNAMERecord`` / ``pTRRecord``: ``ns1.example.com.``
+* ``tXTRecord``: ``"v=spf1 mx -all"``, with its quotes; longer than 255 bytes as several
+  quoted strings (``"...255..." "rest"``)
+* ``sRVRecord``: ``0 1 993 mail.isp.example.`` (priority, weight, port, target)
+* ``cAARecord``: ``0 issue "letsencrypt.org"`` (flags, tag, quoted value)
 * ``sOARecord``: ``mname rname serial refresh retry expire minimum``, e.g.
   ``ns1.example.com. hostmaster.example.com. 2024061501 3600 900 1209600 300``
 
@@ -47,9 +58,21 @@ ATTRIBUTES = {
     "MX": "mXRecord",
     "A": "aRecord",
     "CNAME": "cNAMERecord",
+    "AAAA": "aAAARecord",
+    "TXT": "tXTRecord",
+    "SRV": "sRVRecord",
+    "CAA": "cAARecord",
+    "PTR": "pTRRecord",
 }
-EDITABLE = ("NS", "MX", "A", "CNAME", "SOA")
-_ORDER = ("NS", "MX", "A", "CNAME")
+# The types whose attributes only PowerDNS's dnsdomain2 schema defines (objectClass
+# dNSDomain2); cosine's dNSDomain allows the others.
+DNSDOMAIN2_TYPES = frozenset({"AAAA", "TXT", "SRV", "CAA", "PTR"})
+# Values compared and stored as given (text), not folded to lower case like host names.
+CASE_KEPT = frozenset({"TXT", "CAA"})
+EDITABLE = ("NS", "MX", "A", "AAAA", "CNAME", "TXT", "SRV", "CAA", "PTR", "SOA")
+_ORDER = ("NS", "MX", "A", "AAAA", "CNAME", "TXT", "SRV", "CAA", "PTR")
+CAA_TAGS = ("issue", "issuewild", "iodef")
+TXT_CHUNK = 255  # bytes in one <character-string> (RFC 1035 3.3)
 DEFAULT_TTL = 3600
 SOA_TIMERS = {"refresh": 3600, "retry": 900, "expire": 1209600, "minimum": 300}
 
@@ -185,14 +208,131 @@ def initial_soa(origin: str, ns: list[str], today: date) -> Soa:
     return Soa(mname, f"hostmaster.{origin}.", bump_serial(0, today))
 
 
+def fqdn(owner: str, origin: str) -> str:
+    """The full name of ``owner`` in ``origin``, as ``associatedDomain`` holds it (lower case,
+    no trailing dot): PowerDNS's LDAP backend finds each name by ``(associatedDomain=fqdn)``."""
+    return origin if owner == APEX else f"{owner}.{origin}"
+
+
+def aaaa_value(text: str) -> str:
+    """An IPv6 address in canonical compressed form (RFC 5952), as ``2001:db8::1``."""
+    try:
+        return ipaddress.IPv6Address(text.strip()).compressed
+    except ValueError:
+        raise UsageError(f"AAAA {text!r}: not an IPv6 address") from None
+
+
+def _printable(what: str, text: str) -> None:
+    bad = next((ch for ch in text if not " " <= ch <= "~"), None)
+    if bad is not None:
+        raise UsageError(f"{what} {text!r}: {bad!r} is not a printable ASCII character")
+
+
+def _txt_strings(text: str) -> list[str]:
+    """The strings of a quoted TXT value (``"a" "b\\"c"``), unescaped; UsageError if malformed."""
+    strings: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] == " ":
+            i += 1
+            continue
+        if text[i] != '"':
+            raise UsageError(f"TXT {text!r}: text outside the quoted strings at {text[i:]!r}")
+        i += 1
+        chars: list[str] = []
+        while True:
+            if i >= n:
+                raise UsageError(f"TXT {text!r}: a quoted string is not closed")
+            ch = text[i]
+            if ch == "\\" and text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
+                chars.append(chr(int(text[i + 1 : i + 4])))  # \DDD, a decimal byte
+                i += 4
+                continue
+            if ch == "\\" and i + 1 < n:
+                chars.append(text[i + 1])
+                i += 2
+                continue
+            i += 1
+            if ch == '"':
+                break
+            chars.append(ch)
+        strings.append("".join(chars))
+    return strings
+
+
+def _quote(string: str) -> str:
+    return '"' + string.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def txt_value(text: str) -> str:
+    """Zone-file TXT RDATA: quoted strings of at most 255 bytes each, as PowerDNS wants them.
+
+    ``v=spf1 mx -all`` (what an operator types) becomes ``"v=spf1 mx -all"``; a value that
+    starts with a quote is taken as quoted strings already and kept, only re-split where one
+    is longer than 255 (a DKIM key); ``"`` and ``\\`` inside are escaped with a backslash.
+    Only printable ASCII is accepted: the attribute is IA5, and a zone file has no encoding.
+    """
+    value = text.strip()
+    _printable("TXT", value)
+    strings = _txt_strings(value) if value.startswith('"') else [value]
+    if not value or not strings:
+        raise UsageError("TXT: empty value (give '\"\"' for an empty string)")
+    for string in strings:
+        _printable("TXT", string)
+    chunks = [s[i : i + TXT_CHUNK] for s in strings for i in range(0, max(len(s), 1), TXT_CHUNK)]
+    return " ".join(_quote(chunk) for chunk in chunks)
+
+
+def _u16(rtype: str, text: str, field: str, value: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise UsageError(f"{rtype} {text!r}: the {field} must be a number 0-65535")
+    return int(value)
+
+
+def srv_value(text: str, origin: str) -> str:
+    """``PRIORITY WEIGHT PORT TARGET`` (RFC 2782); TARGET ``.`` means "no such service"."""
+    parts = text.split()
+    if len(parts) != 4:
+        raise UsageError(f"SRV {text!r}: give 'PRIORITY WEIGHT PORT TARGET'")
+    fields = ("priority", "weight", "port")
+    numbers = [_u16("SRV", text, f, v) for f, v in zip(fields, parts[:3], strict=True)]
+    target = "." if parts[3] == "." else absolute(parts[3], origin)
+    return f"{numbers[0]} {numbers[1]} {numbers[2]} {target}"
+
+
+def caa_value(text: str) -> str:
+    """``FLAGS TAG VALUE`` (RFC 8659) → ``0 issue "letsencrypt.org"`` (the value quoted)."""
+    flags, _, rest = text.strip().partition(" ")
+    tag, _, value = rest.strip().partition(" ")
+    tag, value = tag.lower(), value.strip()
+    if not flags.isdigit() or int(flags) > 255:
+        raise UsageError(f"CAA {text!r}: give 'FLAGS TAG VALUE', FLAGS a number 0-255")
+    if tag not in CAA_TAGS:
+        raise UsageError(f"CAA {text!r}: the tag must be one of {', '.join(CAA_TAGS)}")
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    _printable("CAA", value)
+    if not value or '"' in value or "\\" in value:
+        raise UsageError(f"CAA {text!r}: the value must be non-empty, without quotes or \\")
+    return f'{int(flags)} {tag} "{value}"'
+
+
 def record_value(rtype: str, text: str, origin: str) -> str:
     """The stored form of one record value of type ``rtype`` (SOA excluded)."""
     if rtype == "A":
         return a_value(text)
+    if rtype == "AAAA":
+        return aaaa_value(text)
     if rtype == "MX":
         return mx_value(text, origin)
-    if rtype in ("NS", "CNAME"):
+    if rtype in ("NS", "CNAME", "PTR"):
         return absolute(text, origin)
+    if rtype == "TXT":
+        return txt_value(text)
+    if rtype == "SRV":
+        return srv_value(text, origin)
+    if rtype == "CAA":
+        return caa_value(text)
     raise UsageError(f"record type {rtype!r} cannot be set here; use one of {', '.join(EDITABLE)}")
 
 
@@ -220,15 +360,16 @@ def with_record(types: dict[str, list[str]], owner: str, rtype: str, value: str)
     if types.get("CNAME"):
         raise UsageError(f"{owner} is a CNAME: it cannot have {rtype} records too")
     current = list(types.get(rtype, []))
-    if value not in current:
+    # The record attributes match caseIgnoreIA5: LDAP holds "a" and "A" as one value.
+    if value.lower() not in {v.lower() for v in current}:
         current.append(value)
     return current
 
 
 def _sort_key(rtype: str, value: str) -> tuple[int, str]:
-    if rtype == "MX":
-        prio, _, host = value.partition(" ")
-        return (int(prio) if prio.isdigit() else 0, host)
+    if rtype in ("MX", "SRV"):
+        prio, _, rest = value.partition(" ")
+        return (int(prio) if prio.isdigit() else 0, rest)
     return (0, value)
 
 

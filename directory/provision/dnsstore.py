@@ -4,6 +4,21 @@ Edits are made value by value (LDAP add/delete of one value, never read-modify-r
 list), so two operators adding records at once both win; the SOA serial is bumped with a
 compare-and-swap (delete the old value, add the new, in one modify) and retried if another
 edit got there first. An apex edit and its serial bump are one modify, hence atomic.
+
+Every edit first brings the name's entry up to what PowerDNS needs (:func:`ensure_entry`):
+``domainRelatedObject`` with ``associatedDomain: <full name>``, and the structural class
+``dNSDomain2`` before a record type only that class allows. New entries are made so from the
+start (:data:`NAME_CLASSES`); ``mailfarm dns repair`` (:func:`repair_domain`) fixes old ones.
+
+Why the structural class needs care: OpenLDAP (2.5) refuses to change an entry's structural
+class, even to a subclass (``dNSDomain`` → ``dNSDomain2``: objectClassModsProhibited), with
+or without dNSDomain removed in the same modify. It does allow it under the Relax Rules
+control (``1.3.6.1.4.1.4203.666.5.12``) to a writer with ``manage`` access (the rootdn has
+it): that is tried first, one atomic modify, and serves the apex too, which has children
+(``ou=users``) and so cannot be re-created. Without that right a leaf name entry is re-created
+(delete, then add as dNSDomain2 with the same values: the name is missing for a moment), and
+the apex gets the auxiliary class ``extensibleObject`` (RFC 4512), which allows any attribute;
+PowerDNS looks only at attributes, never at object classes.
 """
 
 from __future__ import annotations
@@ -18,11 +33,14 @@ from directory.provision import NotFound, Unavailable, UsageError
 from directory.provision.dns import (
     APEX,
     ATTRIBUTES,
+    CASE_KEPT,
+    DNSDOMAIN2_TYPES,
     Records,
     Soa,
     bump_serial,
     check_owner,
     check_type,
+    fqdn,
     initial_soa,
     record_value,
     with_record,
@@ -35,12 +53,25 @@ from directory.provision.ldapwrite import (
     REPLACE,
     VALUE_EXISTS,
     Changes,
+    Control,
+    Entry,
     LdapResultError,
     LdapWriter,
 )
 
 RECORD_ATTRS = tuple(ATTRIBUTES.values())
 _CAS_ATTEMPTS = 8
+# Object classes of every entry made here, a domain's apex and each name below it.
+NAME_CLASSES = ("dNSDomain2", "domainRelatedObject")
+RELAX_RULES: Control = ("1.3.6.1.4.1.4203.666.5.12", True, None)
+# Refusals of the Relax Rules route: not OpenLDAP, or no manage access.
+_NO_RELAX = {12, 50, 53, 69}  # unavailableCriticalExtension, insufficientAccess, ...
+_STATE_ATTRS = ("objectClass", "associatedDomain")
+
+
+def name_attributes(domain: str, owner: str) -> dict[str, str]:
+    """The naming attributes of a new name entry (``dc``, ``associatedDomain``)."""
+    return {"dc": owner, "associatedDomain": fqdn(owner, domain)}
 
 
 def domain_dn(writer: LdapWriter, domain: str) -> str:
@@ -63,7 +94,7 @@ def _types(attrs: dict[str, list[str]]) -> dict[str, list[str]]:
     for rtype, attr in ATTRIBUTES.items():
         values = attrs.get(attr.lower())
         if values and rtype != "SOA":
-            out[rtype] = [v.lower() for v in values]
+            out[rtype] = values if rtype in CASE_KEPT else [v.lower() for v in values]
     return out
 
 
@@ -192,24 +223,26 @@ def set_record(
     attr = ATTRIBUTES[rtype]
     op: tuple[str, Sequence[str]] = (REPLACE, [value]) if rtype == "CNAME" else (ADD, [value])
     zone_dn = domain_dn(writer, domain)
+    needs_v2 = rtype in DNSDOMAIN2_TYPES
     if owner == APEX:
+        ensure_entry(writer, domain, APEX, needs_v2)
         soa = bump_soa(writer, domain, today, extra={attr: [op]})
         return Change(domain, owner, rtype, new_values, True, soa.serial)
     child = name_dn(zone_dn, owner)
-    if owner in zone.records:
-        try:
+    try:
+        if owner not in zone.records:
+            writer.add(child, NAME_CLASSES, {**name_attributes(domain, owner), attr: [value]})
+        else:
+            ensure_entry(writer, domain, owner, needs_v2)
             writer.modify(child, {attr: [op]})
-        except LdapResultError as exc:
-            if exc.code != VALUE_EXISTS:
-                raise
+    except LdapResultError as exc:
+        if exc.code == VALUE_EXISTS:
             return Change(domain, owner, rtype, new_values, False, None)
-    else:
-        try:
-            writer.add(child, ["dNSDomain"], {"dc": owner, attr: [value]})
-        except LdapResultError as exc:  # an entry without records (made by hand): use it
-            if exc.code != ALREADY_EXISTS:
-                raise
-            writer.modify(child, {attr: [op]})
+        if exc.code != ALREADY_EXISTS:
+            raise
+        # An entry without records (made by hand, or by a concurrent edit): use it.
+        ensure_entry(writer, domain, owner, needs_v2)
+        writer.modify(child, {attr: [op]})
     soa = bump_soa(writer, domain, today)
     return Change(domain, owner, rtype, new_values, True, soa.serial)
 
@@ -224,6 +257,8 @@ def delete_record(
     zone = read_zone(writer, domain)
     current = zone.records.get(owner, {}).get(rtype, [])
     value = None if text is None else record_value(rtype, text, domain)
+    if value is not None:  # LDAP matches record values case-insensitively
+        value = next((v for v in current if v.lower() == value.lower()), value)
     if not current or (value is not None and value not in current):
         shown = f" {value}" if value is not None else ""
         raise NotFound(f"{domain}: no {rtype}{shown} record at {owner}")
@@ -242,3 +277,98 @@ def delete_record(
         writer.modify(child, {attr: [op]})
     soa = bump_soa(writer, domain, today)
     return Change(domain, owner, rtype, left, True, soa.serial)
+
+
+# -- bringing entries up to what PowerDNS needs ----------------------------------------------
+
+
+def entry_fixes(domain: str, owner: str, entry: Entry) -> Changes:
+    """The modify that gives ``entry`` (``owner`` of ``domain``) ``domainRelatedObject`` and
+    its ``associatedDomain`` (pure). The apex keeps any other associatedDomain values it has
+    (a site may list more there); a name entry has exactly its own full name, so a stale one
+    is replaced."""
+    classes = {c.lower() for c in entry.values("objectClass")}
+    name = fqdn(owner, domain)
+    have = [v.lower() for v in entry.values("associatedDomain")]
+    changes: dict[str, list[tuple[str, Sequence[str]]]] = {}
+    if "domainrelatedobject" not in classes:
+        changes["objectClass"] = [(ADD, ["domainRelatedObject"])]
+    if owner == APEX and name not in have:
+        changes["associatedDomain"] = [(ADD, [name])]
+    elif owner != APEX and have != [name]:
+        changes["associatedDomain"] = [(REPLACE, [name])]
+    return changes
+
+
+def _has_v2(owner: str, entry: Entry) -> bool:
+    classes = {c.lower() for c in entry.values("objectClass")}
+    return "dnsdomain2" in classes or (owner == APEX and "extensibleobject" in classes)
+
+
+def ensure_entry(writer: LdapWriter, domain: str, owner: str, needs_v2: bool) -> list[str]:
+    """Fix the entry of ``owner`` as the module docstring says; returns what was done."""
+    dn = name_dn(domain_dn(writer, domain), owner)
+    entry = writer.get(dn, _STATE_ATTRS)
+    if entry is None:
+        raise NotFound(f"{dn}: no such entry")
+    done: list[str] = []
+    changes = entry_fixes(domain, owner, entry)
+    if changes:
+        writer.modify(dn, changes)
+        for attr, ops in changes.items():
+            done.extend(f"{attr} {' '.join(vals)}" for _, vals in ops)
+    if needs_v2 and not _has_v2(owner, entry):
+        done.append(_upgrade(writer, domain, owner, dn))
+    return done
+
+
+def _upgrade(writer: LdapWriter, domain: str, owner: str, dn: str) -> str:
+    """Make ``dn`` able to hold dnsdomain2 attributes; returns how (for the report)."""
+    try:
+        writer.modify(dn, {"objectClass": [(ADD, ["dNSDomain2"])]}, controls=[RELAX_RULES])
+        return "objectClass dNSDomain2"
+    except LdapResultError as exc:
+        if exc.code not in _NO_RELAX:
+            raise
+    if owner == APEX:
+        writer.modify(dn, {"objectClass": [(ADD, ["extensibleObject"])]})
+        return "objectClass extensibleObject (no manage right for dNSDomain2)"
+    recreate_leaf(writer, domain, owner, dn)
+    return "re-created as dNSDomain2"
+
+
+def recreate_leaf(writer: LdapWriter, domain: str, owner: str, dn: str) -> None:
+    """Delete and re-add the name entry ``dn`` as dNSDomain2, keeping its values."""
+    entry = writer.get(dn, ("*",))
+    if entry is None:
+        raise NotFound(f"{dn}: no such entry")
+    keep = {a: v for a, v in entry.attrs.items() if a not in ("objectclass", "dc")}
+    keep.update(name_attributes(domain, owner))
+    writer.delete(dn)
+    try:
+        writer.add(dn, NAME_CLASSES, keep)
+    except LdapResultError:
+        old = {a: v for a, v in entry.attrs.items() if a != "objectclass"}
+        writer.add(dn, entry.values("objectClass"), old)  # put it back as it was
+        raise
+
+
+def repair_domain(writer: LdapWriter, domain: str) -> dict[str, list[str]]:
+    """Bring the apex and every name entry of ``domain`` up to date (idempotent).
+
+    Returns owner → what was fixed, only for owners where something was.
+    """
+    dn = domain_dn(writer, domain)
+    if writer.get(dn, ("1.1",)) is None:
+        raise NotFound(f"domain {domain}: no such domain")
+    fixed: dict[str, list[str]] = {}
+    owners = [APEX]
+    for child in writer.search(dn, "(objectClass=dNSDomain)", "one", ("dc",)):
+        owner = (child.first("dc") or "").lower()
+        if owner:
+            owners.append(owner)
+    for owner in owners:
+        done = ensure_entry(writer, domain, owner, needs_v2=True)
+        if done:
+            fixed[owner] = done
+    return fixed

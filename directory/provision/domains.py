@@ -23,12 +23,14 @@ from directory.provision.dns import (
     initial_soa,
     mx_value,
 )
-from directory.provision.dnsstore import domain_dn, name_dn
+from directory.provision.dnsstore import NAME_CLASSES, domain_dn, name_attributes, name_dn
 from directory.provision.ldapwrite import LdapWriter
 from directory.provision.users import User, announce, list_users, remove_user
 from directory.settings import ToolConfig
 
-DOMAIN_CLASSES = ("dNSDomain", "domainRelatedObject")
+# dNSDomain2 (PowerDNS's dnsdomain2 schema) from the start: OpenLDAP cannot make a dNSDomain
+# entry with children into one later without the Relax Rules control (see .dnsstore).
+DOMAIN_CLASSES = NAME_CLASSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,8 @@ def add_domain(
     try:
         writer.add(f"ou=users,{dn}", ["organizationalUnit"], {"ou": "users"})
         for owner, ips in names.items():
-            writer.add(name_dn(dn, owner), ["dNSDomain"], {"dc": owner, ATTRIBUTES["A"]: ips})
+            attrs = {**name_attributes(domain, owner), ATTRIBUTES["A"]: ips}
+            writer.add(name_dn(dn, owner), NAME_CLASSES, attrs)
     except ProvisionError:
         writer.delete_subtree(dn)  # all or nothing: no half-made domain
         raise

@@ -36,7 +36,14 @@ from directory.model import means_disabled
 from directory.names import escape_filter_value
 from directory.provision import ProvisionError, Refused, UsageError
 from directory.provision.dns import APEX, ATTRIBUTES, Soa, with_record
-from directory.provision.dnsstore import domain_dn, name_dn, read_zone, set_record
+from directory.provision.dnsstore import (
+    NAME_CLASSES,
+    domain_dn,
+    name_attributes,
+    name_dn,
+    read_zone,
+    set_record,
+)
 from directory.provision.domains import DOMAIN_CLASSES
 from directory.provision.ispmanmap import DomainPlan, EntryError, UserPlan, plan_import
 from directory.provision.ldapwrite import REPLACE, Entry, LdapWriter
@@ -183,7 +190,8 @@ def _create_domain(writer: LdapWriter, plan: DomainPlan) -> None:
         for owner, types in plan.records.items():
             if owner != APEX:
                 attrs = {ATTRIBUTES[t]: values for t, values in types.items()}
-                writer.add(name_dn(dn, owner), ["dNSDomain"], {"dc": owner, **attrs})
+                names = name_attributes(plan.name, owner)
+                writer.add(name_dn(dn, owner), NAME_CLASSES, {**names, **attrs})
     except ProvisionError:
         writer.delete_subtree(dn)  # all or nothing, so a re-run starts the domain afresh
         raise

@@ -40,6 +40,7 @@ SCOPES = {"base": BASE, "one": LEVEL, "sub": SUBTREE}
 # ldap3's modify operations, re-exported so callers need not import ldap3 themselves.
 ADD, DELETE, REPLACE = "MODIFY_ADD", "MODIFY_DELETE", "MODIFY_REPLACE"
 Changes = Mapping[str, Sequence[tuple[str, Sequence[str]]]]
+Control = tuple[str, bool, bytes | None]  # (OID, criticality, value), as ldap3 takes them
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +230,10 @@ class LdapWriter:
     def add(self, dn: str, object_classes: Sequence[str], attrs: Mapping[str, object]) -> None:
         self._run("add", dn, "add", dn, list(object_classes), dict(attrs))
 
-    def modify(self, dn: str, changes: Changes) -> None:
+    def modify(self, dn: str, changes: Changes, controls: Sequence[Control] = ()) -> None:
         """Apply all ``changes`` in one operation: LDAP makes it atomic for the entry."""
         payload = {name: [(op, list(vals)) for op, vals in ops] for name, ops in changes.items()}
-        self._run("modify", dn, "modify", dn, payload)
+        self._run("modify", dn, "modify", dn, payload, controls=list(controls) or None)
 
     def delete(self, dn: str) -> None:
         self._run("delete", dn, "delete", dn)

@@ -87,6 +87,13 @@ def _common(settings: Settings) -> list[str]:
     return lines
 
 
+def _override(line: str, values: dict[str, str]) -> str:
+    """``key = value`` with the value from ``values`` if the key is there (one per file:
+    ldap_table(5) keeps the first of duplicate parameters)."""
+    key = line.partition(" = ")[0]
+    return f"{key} = {values[key]}" if key in values else line
+
+
 def _on_hosts(attribute: str, hosts: tuple[str, ...]) -> str:
     inner = "".join(f"({attribute}={_ldap_value(h)})" for h in hosts)
     return inner if len(hosts) == 1 else f"(|{inner})"
@@ -134,6 +141,9 @@ def tables(settings: Settings) -> dict[str, str]:
             f"result_format = {transport_format(settings.lookup.transport)}",
         ],
     }
+    # Only the domain entries themselves, one level under the domains branch: a DNS name
+    # below one (mail.eu.example.com) carries associatedDomain too, and is not a domain.
+    where = {"search_base": d.domains_base, "scope": d.domain_scope}
     hosts = aliasing_hosts(settings.backends)
     if hosts:
         on = _on_hosts(d.host_attribute, hosts)
@@ -149,7 +159,8 @@ def tables(settings: Settings) -> dict[str, str]:
             f"# 'mailfarm postfix-config' from {settings.path}. Contains the LDAP password:",
             "# keep it readable by root and the postfix group only.",
         ]
-        out[name] = "\n".join([*header, *common, *lines]) + "\n"
+        base = [_override(line, where) for line in common] if name == "domains" else common
+        out[name] = "\n".join([*header, *base, *lines]) + "\n"
     return out
 
 

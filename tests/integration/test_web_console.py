@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from ldap3 import Connection, Server
+from markupsafe import escape
 
 from bench.farm import Farm
 from tests.integration import provision_helpers as helpers
@@ -251,3 +252,28 @@ def _token() -> str:
     from tests.integration.console_helpers import API_TOKEN
 
     return API_TOKEN
+
+
+def test_txt_with_spaces_and_quotes_round_trips_through_the_form(
+    console: ConsoleFarm, domain: str
+) -> None:
+    ada = Staff(console.web.url, *ADA)
+    page = ada.get(f"/console/domains/{domain}/dns").text
+    for rtype in ("AAAA", "TXT", "SRV", "CAA", "PTR"):
+        assert f"<option>{rtype}</option>" in page
+    typed = 'v=spf1 mx "quoted" -all'
+    stored = '"v=spf1 mx \\"quoted\\" -all"'
+    added = ada.post(f"/console/domains/{domain}/dns/add", name="@", type="TXT", value=typed)
+    assert added.status_code in (200, 303), added.text[:300]
+    page = ada.get(f"/console/domains/{domain}/dns").text
+    assert escape(stored) in page  # shown, and in the edit form's old/value fields
+    # The edit form sends the stored value back as "old": it must name the same record.
+    edited = ada.post(
+        f"/console/domains/{domain}/dns/edit", name="@", type="TXT", old=stored, value="v=x"
+    )
+    assert edited.status_code in (200, 303), edited.text[:300]
+    page = ada.get(f"/console/domains/{domain}/dns").text
+    assert escape('"v=x"') in page and "quoted" not in page
+    deleted = ada.post(f"/console/domains/{domain}/dns/delete", name="@", type="TXT", value='"v=x"')
+    assert deleted.status_code in (200, 303), deleted.text[:300]
+    assert "v=x" not in ada.get(f"/console/domains/{domain}/dns").text

@@ -13,6 +13,8 @@ from directory.provision.dns import (
     absolute,
     check_domain,
     check_owner,
+    check_type,
+    fqdn,
     initial_soa,
     mx_value,
     record_value,
@@ -134,7 +136,7 @@ def test_a_option_and_values() -> None:
     assert record_value("NS", "ns1", ORIGIN) == "ns1.example.com."
     assert record_value("CNAME", "target.example.net", ORIGIN) == "target.example.net."
     with pytest.raises(UsageError):
-        record_value("TXT", "hello", ORIGIN)
+        record_value("HINFO", "pc linux", ORIGIN)
 
 
 def test_domains() -> None:
@@ -156,3 +158,101 @@ def test_cname_rules() -> None:
         with_record({"CNAME": ["a."]}, "www", "A", "192.0.2.1")
     assert with_record({"A": ["192.0.2.1"]}, "x", "A", "192.0.2.1") == ["192.0.2.1"]
     assert with_record({"A": ["192.0.2.1"]}, "x", "A", "192.0.2.2") == ["192.0.2.1", "192.0.2.2"]
+
+
+@pytest.mark.parametrize(
+    ("rtype", "given", "expected"),
+    [
+        ("AAAA", "2001:DB8:0:0:0:0:0:1", "2001:db8::1"),
+        ("AAAA", " ::ffff:192.0.2.1 ", "::ffff:c000:201"),
+        ("TXT", "v=spf1 mx -all", '"v=spf1 mx -all"'),
+        ("TXT", '"v=spf1 mx -all"', '"v=spf1 mx -all"'),  # already quoted: kept
+        ("TXT", '"a b"  "c"', '"a b" "c"'),
+        ("TXT", 'say "hi" \\o/', '"say \\"hi\\" \\\\o/"'),
+        ("TXT", '"x\\"y"', '"x\\"y"'),
+        ("TXT", '"\\065BC"', '"ABC"'),  # \DDD decoded
+        ("TXT", '""', '""'),
+        ("TXT", "v=DMARC1; p=None", '"v=DMARC1; p=None"'),  # case kept
+        ("SRV", "0 1 993 mail.isp.example.", "0 1 993 mail.isp.example."),
+        ("SRV", "10  5 587 mail", "10 5 587 mail.example.com."),
+        ("SRV", "0 0 0 .", "0 0 0 ."),
+        ("CAA", "0 issue letsencrypt.org", '0 issue "letsencrypt.org"'),
+        ("CAA", '128 IssueWild "ca.example.net"', '128 issuewild "ca.example.net"'),
+        ("CAA", "0 iodef mailto:security@example.com", '0 iodef "mailto:security@example.com"'),
+        ("PTR", "host.example.net", "host.example.net."),
+        ("PTR", "mx1", "mx1.example.com."),
+    ],
+)
+def test_new_type_values(rtype: str, given: str, expected: str) -> None:
+    assert record_value(rtype, given, ORIGIN) == expected
+
+
+def test_long_txt_is_split_into_255_byte_strings() -> None:
+    key = "v=DKIM1; k=rsa; p=" + "A" * 400
+    value = record_value("TXT", key, ORIGIN)
+    assert value == f'"{key[:255]}" "{key[255:]}"'
+    assert record_value("TXT", value, ORIGIN) == value  # stable once stored
+    assert record_value("TXT", f'"{key}"', ORIGIN) == value
+    assert record_value("TXT", "x" * 255, ORIGIN) == '"' + "x" * 255 + '"'
+
+
+@pytest.mark.parametrize(
+    ("rtype", "bad", "message"),
+    [
+        ("AAAA", "192.0.2.1", "not an IPv6"),
+        ("AAAA", "2001:db8::g", "not an IPv6"),
+        ("TXT", "caf\xe9", "printable"),
+        ("TXT", "a\tb", "printable"),
+        ("TXT", "", "empty"),
+        ("TXT", '"open', "not closed"),
+        ("TXT", '"a" b', "outside"),
+        ("TXT", '"\\000"', "printable"),
+        ("SRV", "0 1 993", "PRIORITY WEIGHT PORT TARGET"),
+        ("SRV", "0 1 imaps mail.example.net.", "port must be a number"),
+        ("SRV", "0 1 70000 mail.example.net.", "port must be a number"),
+        ("SRV", "x 1 993 mail.example.net.", "priority"),
+        ("SRV", "0 -1 993 mail.example.net.", "weight"),
+        ("SRV", "0 1 993 bad_host!", "not a host name"),
+        ("CAA", "0 issuer letsencrypt.org", "tag must be one of issue, issuewild, iodef"),
+        ("CAA", "256 issue ca.example", "FLAGS a number"),
+        ("CAA", "0 issue", "non-empty"),
+        ("CAA", '0 issue "a"b"', "without quotes"),
+        ("PTR", "a..b", "not a host name"),
+    ],
+)
+def test_bad_new_type_values(rtype: str, bad: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        record_value(rtype, bad, ORIGIN)
+
+
+def test_new_types_are_editable_and_owners_fit() -> None:
+    for rtype in ("aaaa", "TXT", "srv", "CAA", "ptr"):
+        assert check_type(rtype) == rtype.upper()
+    assert check_owner("_imaps._tcp", ORIGIN) == "_imaps._tcp"
+    assert check_owner("_dmarc", ORIGIN) == "_dmarc"
+    assert check_owner("sel._domainkey", ORIGIN) == "sel._domainkey"
+    assert check_domain("2.0.192.in-addr.arpa") == "2.0.192.in-addr.arpa"
+    assert check_domain("8.b.d.0.1.0.0.2.ip6.arpa.") == "8.b.d.0.1.0.0.2.ip6.arpa"
+    assert check_owner("10", "2.0.192.in-addr.arpa") == "10"
+    assert fqdn("@", ORIGIN) == ORIGIN
+    assert fqdn("*", ORIGIN) == "*.example.com"
+    assert fqdn("mail.eu", ORIGIN) == "mail.eu.example.com"
+
+
+def test_render_new_types_and_txt_case() -> None:
+    soa = initial_soa(ORIGIN, ["ns1.example.com."], date(2024, 1, 2))
+    records = {
+        "@": {"TXT": ['"v=spf1 mx -all"'], "CAA": ['0 issue "letsencrypt.org"'],
+              "AAAA": ["2001:db8::1"]},
+        "_imaps._tcp": {"SRV": ["10 1 993 b.example.", "2 1 993 a.example."]},
+    }  # fmt: skip
+    lines = render_zone(ORIGIN, soa, records).splitlines()[9:]
+    assert lines == [
+        "@\tIN\tAAAA\t2001:db8::1",
+        '@\tIN\tTXT\t"v=spf1 mx -all"',
+        '@\tIN\tCAA\t0 issue "letsencrypt.org"',
+        "_imaps._tcp\tIN\tSRV\t2 1 993 a.example.",
+        "_imaps._tcp\tIN\tSRV\t10 1 993 b.example.",
+    ]
+    # caseIgnoreIA5 in LDAP: a value differing only in case is the same value.
+    assert with_record({"TXT": ['"A"']}, "@", "TXT", '"a"') == ['"A"']

@@ -7,9 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from directory.provision.dns import EDITABLE
 from web.console.core import Console, url
 
-TYPES = ("A", "MX", "NS", "CNAME")  # what the directory stores besides the SOA
+TYPES = tuple(t for t in EDITABLE if t != "SOA")  # a zone has one SOA, set with `dns set`
 
 
 def register(router: APIRouter, console: Console) -> None:

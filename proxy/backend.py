@@ -36,18 +36,23 @@ def backend_tls_context(settings: ProtocolSettings) -> ssl.SSLContext:
     return ctx
 
 
-async def connect_backend(target: BackendTarget, settings: ProtocolSettings) -> Conn:
-    loop = asyncio.get_running_loop()
+async def open_backend(target: BackendTarget, settings: ProtocolSettings) -> Conn:
+    """The connection (and implicit TLS) without a deadline of its own: the session puts
+    the connect and the backend login under one ``backend_timeout``, one timer per login."""
     use_tls = settings.backend_tls == "tls"
-    async with asyncio.timeout(settings.backend_timeout):
-        _, conn = await loop.create_connection(
-            Conn,
-            target.host,
-            target.port,
-            ssl=backend_tls_context(settings) if use_tls else None,
-            server_hostname=target.host if use_tls else None,
-        )
+    _, conn = await asyncio.get_running_loop().create_connection(
+        Conn,
+        target.host,
+        target.port,
+        ssl=backend_tls_context(settings) if use_tls else None,
+        server_hostname=target.host if use_tls else None,
+    )
     return conn
+
+
+async def connect_backend(target: BackendTarget, settings: ProtocolSettings) -> Conn:
+    async with asyncio.timeout(settings.backend_timeout):
+        return await open_backend(target, settings)
 
 
 async def start_backend_tls(conn: Conn, target: BackendTarget, settings: ProtocolSettings) -> None:

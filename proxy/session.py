@@ -29,7 +29,7 @@ from proxy.actions import (
     Send,
     StartTls,
 )
-from proxy.backend import BackendError, BackendTarget, connect_backend
+from proxy.backend import BackendError, BackendTarget, open_backend
 from proxy.config import ProtocolSettings, ProxySettings
 from proxy.limits import Limits, Slot
 from proxy.logincheck import check_login
@@ -99,7 +99,10 @@ class SessionRecord:
 
 def _safe(text: str) -> str:
     """Logins come from the network: keep log lines one line and greppable."""
-    return "".join(ch if 0x20 < ord(ch) < 0x7F else "?" for ch in text[:128]) or "-"
+    text = text[:128]
+    if text.isascii() and text.isprintable() and " " not in text:
+        return text or "-"  # the usual login: nothing to replace, no per-character work
+    return "".join(ch if 0x20 < ord(ch) < 0x7F else "?" for ch in text) or "-"
 
 
 class Sessions:
@@ -326,15 +329,16 @@ async def _authenticate_and_connect(
         creds = backend_credentials(
             settings.backend_auth, env.backends.get(route.host), route.uid, creds.password
         )
-        started = time.monotonic()
-        backend = await connect_backend(target, settings)
-        env.metrics.backend_connect(dialect.name, time.monotonic() - started)
-        try:
-            async with asyncio.timeout(settings.backend_timeout):
+        # backend_timeout bounds the connect and the backend's login together.
+        async with asyncio.timeout(settings.backend_timeout):
+            started = time.monotonic()
+            backend = await open_backend(target, settings)
+            env.metrics.backend_connect(dialect.name, time.monotonic() - started)
+            try:
                 info = await dialect.backend_login(backend, creds, client, settings, target)
-        except BaseException:
-            backend.abort()
-            raise
+            except BaseException:
+                backend.abort()
+                raise
     except (BackendError, ConnectionClosed, OSError, TimeoutError, ssl.SSLError, ValueError) as exc:
         log.warning(
             "backend %s for %s unavailable: %s",

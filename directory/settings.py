@@ -117,6 +117,15 @@ def _check_txt_default(value: str) -> str:
     return value
 
 
+def _check_dkim_dir(value: str) -> Path:
+    """A directory (not a file, which the "path" kind wants); it need not exist yet: the
+    proxies load the same file on hosts without it, and ``dns dkim`` makes it, mode 0700."""
+    path = Path(value)
+    if not value or (path.exists() and not path.is_dir()):
+        raise ValueError(f"must be a directory for the DKIM keys, not {value!r}")
+    return path
+
+
 def _check_rsa_bits(value: int) -> int:
     if value not in (1024, 2048, 3072, 4096):
         raise ValueError(f"must be 1024, 2048, 3072 or 4096 (RSA key bits), not {value!r}")
@@ -154,7 +163,7 @@ PROVISION_KEYS = {
     "default_spf": Key("str", "v=spf1 mx -all", _check_txt_default),
     "default_dmarc": Key("str", "v=DMARC1; p=none; rua=mailto:postmaster@%s", _check_txt_default),
     # DKIM keys (mailfarm dns dkim): <dkim_dir>/<domain>/<selector>.private, mode 0600.
-    "dkim_dir": Key("path", None),
+    "dkim_dir": Key("str", None, _check_dkim_dir),
     "dkim_bits": Key("int", 2048, _check_rsa_bits),
 }
 

@@ -122,8 +122,23 @@ def read_password(source: str | None, prompt: str = "New password: ") -> str:
 def domain_add(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.domains import add_domain
 
-    domain = add_domain(settings, writer, args.domain, args.mx, args.ns, args.a, date.today())
-    _emit(args, domain.as_dict(), [f"domain {domain.name} added ({domain.dn})"])
+    domain = add_domain(
+        settings,
+        writer,
+        args.domain,
+        args.mx,
+        args.ns,
+        args.a,
+        date.today(),
+        mail_dns=not args.no_mail_dns,
+    )
+    lines = [f"domain {domain.name} added ({domain.dn})"]
+    for record in domain.mail_dns or ():
+        shown = "(DKIM public key)" if record.value.startswith('"v=DKIM1;') else record.value
+        lines.append(f"  {record.owner} {record.rtype} {shown}")
+    if domain.dkim is not None:
+        lines.extend(_dkim_lines(domain.dkim.as_dict()))
+    _emit(args, domain.as_dict(), lines)
     return EXIT_OK
 
 
@@ -548,6 +563,39 @@ def dns_repair(args: argparse.Namespace, settings: ToolConfig, writer: LdapWrite
     return EXIT_OK
 
 
+def _dkim_lines(key: dict[str, Any]) -> list[str]:
+    """Where the signer finds a key: its file, and OpenDKIM's table lines for it."""
+    return [
+        f"  DKIM selector {key['selector']}: private key {key['key_file']}",
+        f"  OpenDKIM KeyTable:     {key['opendkim_keytable']}",
+        f"  OpenDKIM SigningTable: {key['opendkim_signingtable']}",
+    ]
+
+
+def dns_dkim(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
+    from directory.provision.dkim import ensure_dkim
+    from directory.provision.dns import check_domain
+
+    domain = check_domain(args.domain)
+    result = ensure_dkim(
+        settings.provision, writer, domain, date.today(), args.rotate, args.selector
+    )
+    data = result.as_dict()
+    if result.created:
+        lines = [f"{domain}: DKIM key {result.key.selector} published (serial {result.serial})"]
+    else:
+        lines = [f"{domain}: has the DKIM key {result.key.selector} already; nothing changed"]
+    lines.extend(_dkim_lines(data))
+    lines.append(f"  rspamd dkim_signing path: {data['rspamd_path']}")
+    for old in data["older"]:
+        lines.append(
+            f"  still published: {old['selector']} ({old['key_file']}); once the signer "
+            f"uses {result.key.selector}, remove it with: {old['remove_with']}"
+        )
+    _emit(args, data, lines)
+    return EXIT_OK
+
+
 def _dns_report(args: argparse.Namespace, change: Any, what: str) -> int:
     data = change.as_dict()
     line = f"{change.owner} {change.rtype} {what} in {change.domain}"
@@ -673,6 +721,12 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     )
     p.add_argument("--ns", metavar="HOST", help="name server ([provision] default_ns)", **many)
     p.add_argument("--a", metavar="NAME:IP", help="address record, @ for the apex", **many)
+    p.add_argument(
+        "--no-mail-dns",
+        action="store_true",
+        help="no SPF, DMARC, SRV records nor DKIM key ([provision] default_spf, "
+        "default_dmarc, front_door, dkim_dir)",
+    )
     _leaf(sub, "list", "list domains with their number of users", domain_list, add_config)
     p = _leaf(sub, "del", "delete a domain (refused while it has users)", domain_del, add_config)
     p.add_argument("domain")
@@ -848,6 +902,26 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
         "a second run reports nothing to repair."
     )
     p.add_argument("domain", nargs="?")
+    p = _leaf(
+        sub,
+        "dkim",
+        "give a domain a DKIM key ([provision] dkim_dir) and publish it; --rotate for a new one",
+        dns_dkim,
+        add_config,
+    )
+    p.description = (
+        "Make an RSA key pair of [provision] dkim_bits, write the private key to "
+        "<dkim_dir>/<domain>/<selector>.private (mode 0600) for the signer, and publish the "
+        "public key as <selector>._domainkey TXT. A domain that has a mailfarm key keeps it "
+        "(nothing changes). --rotate adds a new selector next to the old one, which stays "
+        "published; remove it with 'mailfarm dns del DOMAIN OLD._domainkey TXT' once the "
+        "signer uses the new key. The private key is never printed."
+    )
+    p.add_argument("domain")
+    p.add_argument(
+        "--rotate", action="store_true", help="a new key even if the domain has one already"
+    )
+    p.add_argument("--selector", metavar="S", help="the new key's selector (default mfYYYYMMDD)")
 
     p = _leaf(
         subparsers,

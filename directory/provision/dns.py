@@ -260,6 +260,12 @@ def _txt_strings(text: str) -> list[str]:
     return strings
 
 
+def txt_text(value: str) -> str:
+    """The text a stored TXT value carries: its strings joined, as a DKIM or SPF reader
+    joins them (RFC 6376 3.6.2.2, RFC 7208 3.3); UsageError if malformed."""
+    return "".join(_txt_strings(value.strip()))
+
+
 def _quote(string: str) -> str:
     return '"' + string.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -2,7 +2,9 @@
 
 The domain entry is what the rest of the farm keys on (``associatedDomain`` for Postfix's
 "is this domain ours?", the branch for users), so it is created first and removed last;
-its DNS data follows the layout in :mod:`.dns`.
+its DNS data follows the layout in :mod:`.dns`. A new domain gets mail's records too (SPF,
+DMARC, SRV, a DKIM key: :mod:`.maildns`), written with the rest in one add per entry; the
+SOA comes last, so DNS serves the zone only once it is complete.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import date
 from ldap3.utils.dn import parse_dn
 
 from directory.provision import NotFound, ProvisionError, Refused
+from directory.provision.dkim import DkimKey, create_key, remove_key
 from directory.provision.dns import (
     APEX,
     ATTRIBUTES,
@@ -24,7 +27,8 @@ from directory.provision.dns import (
     mx_value,
 )
 from directory.provision.dnsstore import NAME_CLASSES, domain_dn, name_attributes, name_dn
-from directory.provision.ldapwrite import LdapWriter
+from directory.provision.ldapwrite import ADD, LdapWriter
+from directory.provision.maildns import MailRecord, mail_records
 from directory.provision.users import User, announce, list_users, remove_user
 from directory.settings import ToolConfig
 
@@ -38,9 +42,16 @@ class Domain:
     name: str
     dn: str
     users: int
+    # Only on what add_domain returns: the mail records it wrote (empty with mail_dns off).
+    mail_dns: tuple[MailRecord, ...] | None = None
+    dkim: DkimKey | None = None
 
     def as_dict(self) -> dict[str, object]:
-        return {"domain": self.name, "dn": self.dn, "users": self.users}
+        data: dict[str, object] = {"domain": self.name, "dn": self.dn, "users": self.users}
+        if self.mail_dns is not None:
+            data["mail_dns"] = [r.as_dict() for r in self.mail_dns]
+            data["dkim"] = self.dkim.as_dict() if self.dkim else None
+        return data
 
 
 def dns_attributes(
@@ -71,10 +82,16 @@ def add_domain(
     ns: Sequence[str],
     a: Sequence[str],
     today: date,
+    mail_dns: bool = True,
 ) -> Domain:
-    """Create the domain branch; ``mx``/``ns`` default to ``[provision] default_mx/_ns``."""
+    """Create the domain branch; ``mx``/``ns`` default to ``[provision] default_mx/_ns``.
+
+    With ``mail_dns`` (the default) the domain also gets :func:`.maildns.mail_records`, and
+    a DKIM key when ``[provision] dkim_dir`` is set. All or nothing: on a failure the branch
+    and the key file are removed again.
+    """
     domain = check_domain(name)
-    apex, names = dns_attributes(
+    apex, a_names = dns_attributes(
         domain,
         list(mx) or list(settings.provision.default_mx),
         list(ns) or list(settings.provision.default_ns),
@@ -84,18 +101,41 @@ def add_domain(
     dn = domain_dn(writer, domain)
     if writer.get(dn, ("1.1",)) is not None:
         raise Refused(f"domain {domain} exists already")
-    if writer.get(writer.domains_dn, ("1.1",)) is None:
-        writer.add(writer.domains_dn, ["organizationalUnit"], {"ou": "domains"})
-    writer.add(dn, DOMAIN_CLASSES, {"dc": domain, "associatedDomain": domain, **apex})
+    key = None
+    records: list[MailRecord] = []
+    if mail_dns:
+        if settings.provision.dkim_dir is not None:
+            key = create_key(settings.provision, domain, today)
+        dkim = (key.selector, key.public_der) if key else None
+        records = mail_records(settings.provision, domain, dkim)
+    names = {owner: {ATTRIBUTES["A"]: ips} for owner, ips in a_names.items()}
+    for record in records:
+        attrs = apex if record.owner == APEX else names.setdefault(record.owner, {})
+        values = attrs.setdefault(ATTRIBUTES[record.rtype], [])
+        if record.value not in values:
+            values.append(record.value)
+    soa = apex.pop(ATTRIBUTES["SOA"])
+    try:
+        if writer.get(writer.domains_dn, ("1.1",)) is None:
+            writer.add(writer.domains_dn, ["organizationalUnit"], {"ou": "domains"})
+        writer.add(dn, DOMAIN_CLASSES, {"dc": domain, "associatedDomain": domain, **apex})
+    except ProvisionError:
+        if key is not None:
+            remove_key(key)
+        raise
     try:
         writer.add(f"ou=users,{dn}", ["organizationalUnit"], {"ou": "users"})
-        for owner, ips in names.items():
-            attrs = {**name_attributes(domain, owner), ATTRIBUTES["A"]: ips}
-            writer.add(name_dn(dn, owner), NAME_CLASSES, attrs)
+        for owner, attrs in names.items():
+            writer.add(
+                name_dn(dn, owner), NAME_CLASSES, {**name_attributes(domain, owner), **attrs}
+            )
+        writer.modify(dn, {ATTRIBUTES["SOA"]: [(ADD, soa)]})  # now DNS serves the zone
     except ProvisionError:
         writer.delete_subtree(dn)  # all or nothing: no half-made domain
+        if key is not None:
+            remove_key(key)
         raise
-    return Domain(domain, dn, 0)
+    return Domain(domain, dn, 0, tuple(records), key)
 
 
 def _domain_of(dn: str) -> str | None:

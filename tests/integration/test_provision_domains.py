@@ -15,6 +15,7 @@ from tests.integration.provision_helpers import (
 )
 
 admin = helpers.admin  # fixture
+DMARC = "v=DMARC1; p=none; rua=mailto:postmaster@"
 
 
 def test_add_list_del(admin: Admin) -> None:
@@ -25,6 +26,11 @@ def test_add_list_del(admin: Admin) -> None:
         "domain": name,
         "dn": f"dc={name},ou=domains,dc=mailfarm,dc=test",
         "users": 0,
+        "mail_dns": [  # [provision] default_spf and default_dmarc; no front_door, dkim_dir
+            {"name": "@", "type": "TXT", "value": '"v=spf1 mx -all"'},
+            {"name": "_dmarc", "type": "TXT", "value": f'"{DMARC}{name}"'},
+        ],
+        "dkim": None,
     }
     listed = {d["domain"]: d for d in admin.ok("domain", "list")["domains"]}
     assert listed[name]["users"] == 0

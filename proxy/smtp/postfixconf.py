@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from directory.domains import DOMAIN_FILTER
 from directory.mailstores import aliasing_hosts
 from proxy.config import ConfigError, Settings
 
@@ -127,7 +126,7 @@ def tables(settings: Settings) -> dict[str, str]:
     d = settings.directory
     specific = {
         "domains": [
-            f"query_filter = {DOMAIN_FILTER}",
+            f"query_filter = {d.domain_filter}",
             "result_attribute = associatedDomain",
         ],
         "mailboxes": [f"query_filter = {recipient_filter(settings)}", "result_attribute = uid"],

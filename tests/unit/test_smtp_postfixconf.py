@@ -68,6 +68,21 @@ def test_generated_tables(tmp_path: Path) -> None:
     assert "#virtual_mailbox_domains = socketmap:inet:127.0.0.1:10025:domains\n" in main
 
 
+def test_domains_table_asks_what_the_proxies_ask(tmp_path: Path) -> None:
+    """Postfix's domains map and mailfarm's own domain check must agree: the configured
+    domain_filter, base and scope, not built-in ones."""
+    config = tmp_path / "proxy.toml"
+    config.write_text(
+        '[directory]\nuri = "ldap://h"\nbase = "dc=x"\n'
+        'domain_filter = "(&(objectClass=ispmanDomain)(ispmanDomain=%s))"\n'
+        'domain_base = "o=ispman"\ndomain_scope = "sub"\n'
+    )
+    text = generate(load_config(config)).tables["ldap-domains.cf"]
+    assert "query_filter = (&(objectClass=ispmanDomain)(ispmanDomain=%s))\n" in text
+    assert "search_base = o=ispman\n" in text and "scope = sub\n" in text
+    assert text.count("search_base = ") == 1 and text.count("scope = ") == 1
+
+
 def test_anonymous_bind(tmp_path: Path) -> None:
     config = tmp_path / "proxy.toml"
     config.write_text('[directory]\nuri = "ldap://h"\nbase = "dc=x"\n')

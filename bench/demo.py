@@ -30,7 +30,7 @@ ROLES = ("admin", "helpdesk")
 
 
 def start_api(
-    farm: Farm, workdir: Path, admin_url: str, admin_token: str
+    farm: Farm, workdir: Path, admin_url: str, admin_token: str, ports: ProxyPorts
 ) -> tuple[MailfarmProcess, str, dict[str, str]]:
     """``mailfarm web`` for the farm: the console (the farm's staff sign in) and the API,
     with one demo token per role (the domain admin owns example.com); the tokens file
@@ -47,7 +47,12 @@ def start_api(
     sections = {
         "directory": sections["directory"],
         "backends": sections["backends"],
-        "provision": {**farm_provision(farm), "admin_urls": [admin_url]},
+        "provision": {
+            **farm_provision(farm),
+            "admin_urls": [admin_url],
+            # autoconfig and Autodiscover name the demo's own listeners (no submission here)
+            **front_door(ports),
+        },
         "admin": {"token": admin_token},
         "web": {
             "listen": [f"127.0.0.1:{port}"],
@@ -57,6 +62,18 @@ def start_api(
     }
     proc = MailfarmProcess(workdir, sections, "demo-web", command="web").start()
     return proc, f"http://127.0.0.1:{port}", tokens
+
+
+def front_door(ports: ProxyPorts) -> dict[str, object]:
+    return {
+        "front_door": "127.0.0.1",
+        "front_door_imap": ports.imap,
+        "front_door_imaps": ports.imaps,
+        "front_door_pop3": ports.pop3,
+        "front_door_pop3s": ports.pop3s,
+        "front_door_submission": 0,
+        "front_door_submissions": 0,
+    }
 
 
 def describe(farm: Farm, ports: ProxyPorts, proc: MailfarmProcess) -> str:
@@ -100,6 +117,10 @@ def describe_web(farm: Farm, url: str, tokens: dict[str, str]) -> str:
     lines.append(f"REST API: {api}  (OpenAPI: {api}/openapi.json)")
     lines += [f"  {role:13} token {token}" for role, token in tokens.items()]
     lines.append(f"Try:    curl -H 'Authorization: Bearer {tokens['admin']}' {api}/domains")
+    lines.append(
+        f"Mail clients' autoconfig: curl '{url}/mail/config-v1.1.xml"
+        "?emailaddress=alice@example.co.uk'"
+    )
     return "\n".join(lines)
 
 
@@ -147,6 +168,18 @@ def check_api(url: str, token: str) -> int:
     return 0
 
 
+def check_autoconfig(url: str, ports: ProxyPorts) -> int:
+    """What Thunderbird would be told for a hosted domain: the demo's IMAPS port first."""
+    query = f"{url}/mail/config-v1.1.xml?emailaddress=alice@example.co.uk"
+    with urllib.request.urlopen(query, timeout=15) as answer:
+        text = answer.read().decode()
+    if f"<port>{ports.imaps}</port>" not in text:
+        print(f"demo check FAILED: autoconfig answered {text[:300]!r}", file=sys.stderr)
+        return 1
+    print(f"demo check: autoconfig for example.co.uk names IMAPS 127.0.0.1:{ports.imaps}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="log in once per user and exit")
@@ -160,12 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         api: MailfarmProcess | None = None
         try:
             admin_url = f"http://127.0.0.1:{admin_port}"
-            api, url, tokens = start_api(farm, Path(tmp), admin_url, admin_token)
+            api, url, tokens = start_api(farm, Path(tmp), admin_url, admin_token, ports)
             if args.check:
                 return (
                     check(farm, ports)
                     or check_api(url, tokens["admin"])
                     or check_console(url, farm)
+                    or check_autoconfig(url, ports)
                 )
             print(describe(farm, ports, proc), flush=True)
             print(describe_web(farm, url, tokens), flush=True)

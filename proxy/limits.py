@@ -55,8 +55,11 @@ class Slot:
         self.evict: Callable[[], None] | None = None
 
     def logged_in(self) -> None:
-        """A logged-in session is never evicted to make room for a newcomer."""
+        """A logged-in session is never evicted to make room for a newcomer, so its evict
+        callback goes too: that closure holds the whole login phase (its connection
+        object, task and dialogue), which an idle session must not keep alive."""
         self._limits._preauth.pop(self, None)
+        self.evict = None
 
     def release(self) -> None:
         if not self.released:

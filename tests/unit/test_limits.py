@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import pytest
 
@@ -63,6 +64,26 @@ def test_the_oldest_connection_not_logged_in_makes_room() -> None:
     last.logged_in()
     # Nothing left to evict: every connection is logged in, so the newcomer is refused.
     assert limits.admit("10.0.0.7", False) is None and limits.total == 3
+
+
+def test_a_logged_in_slot_lets_go_of_the_login_phase() -> None:
+    """The evict callback closes over the login's connection, task and dialogue: kept on a
+    logged-in slot it would hold them for the whole (often days-long, idle) session."""
+
+    class LoginPhase:
+        def evict(self) -> None:
+            raise AssertionError("a logged-in session is never evicted")
+
+    limits = Limits(settings())
+    slot = limits.admit("10.0.0.1", False)
+    assert slot is not None
+    phase = LoginPhase()
+    slot.evict = phase.evict
+    gone = weakref.ref(phase)
+    del phase
+    assert gone() is not None  # still reachable through the slot
+    slot.logged_in()
+    assert gone() is None
 
 
 def test_an_address_over_its_own_limit_evicts_nobody() -> None:

@@ -623,10 +623,14 @@ def import_csv(args: argparse.Namespace, settings: ToolConfig, writer: LdapWrite
             stream = sys.stderr if result.status == "failed" else sys.stdout
             print(f"line {result.line}: {result.address} {result.status}{extra}{why}", file=stream)
 
-    results = import_users(settings, writer, text, show)
+    results, replication = import_users(settings, writer, text, show)
     totals = {s: sum(r.status == s for r in results) for s in ("created", "skipped", "failed")}
     summary = ", ".join(f"{n} {s}" for s, n in totals.items())
-    _emit(args, {**totals, "rows": [r.as_dict() for r in results]}, [summary])
+    data: dict[str, object] = {**totals, "rows": [r.as_dict() for r in results]}
+    if replication is not None:
+        data.update(replication.as_dict())
+        data["warnings"] = list(replication.warnings(f"{totals['created']} users added"))
+    _emit(args, data, [summary])
     failed = [r.exit_code for r in results if r.status == "failed"]
     return max(failed) if failed else EXIT_OK
 

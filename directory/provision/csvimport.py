@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from directory.provision import ProvisionError, Refused
 from directory.provision.ldapwrite import LdapWriter
+from directory.provision.replication import Replication, after_write
 from directory.provision.users import add_user, check_address, host_counts, user_exists
 from directory.settings import ToolConfig
 
@@ -75,25 +76,34 @@ def import_users(
     writer: LdapWriter,
     text: str,
     on_result: Callable[[RowResult], None] | None = None,
-) -> list[RowResult]:
-    """Create every user of ``text`` not yet in the directory; one result per row."""
+) -> tuple[list[RowResult], Replication | None]:
+    """Create every user of ``text`` not yet in the directory; one result per row.
+
+    With read-only consumers (``[provision] uri``) the replication check runs once, after
+    the last user, not after each: syncrepl applies one provider's changes in CSN order,
+    so a consumer that shows the last entry shows every one made before it, and an import
+    of thousands does not wait out a round trip per user."""
     results: list[RowResult] = []
     counts = host_counts(settings, writer, settings.provision.hosts)
     seen: set[str] = set()
+    last_dn: str | None = None
     for row in read_rows(text):
         if isinstance(row, Row):
-            result = _import_row(settings, writer, row, counts, seen)
+            result, dn = _import_row(settings, writer, row, counts, seen)
+            last_dn = dn or last_dn
         else:
             result = row
         results.append(result)
         if on_result is not None:
             on_result(result)
-    return results
+    replication = after_write(settings, writer, last_dn) if last_dn is not None else None
+    return results, replication
 
 
 def _import_row(
     settings: ToolConfig, writer: LdapWriter, row: Row, counts: dict[str, int], seen: set[str]
-) -> RowResult:
+) -> tuple[RowResult, str | None]:
+    """The row's result, and the DN of the user it created (None if it created none)."""
     try:
         local, domain = check_address(row.address)
         address = f"{local}@{domain}"
@@ -102,8 +112,12 @@ def _import_row(
         seen.add(address)
         existing = user_exists(settings, writer, address)
         if existing is not None:
-            return RowResult(row.line, address, "skipped", existing.host, "exists already")
-        user = add_user(settings, writer, address, row.password, row.host, counts)
-        return RowResult(row.line, address, "created", user.host)
+            skipped = RowResult(row.line, address, "skipped", existing.host, "exists already")
+            return skipped, None
+        user = add_user(
+            settings, writer, address, row.password, row.host, counts, replicate=False
+        )
+        return RowResult(row.line, address, "created", user.host), user.dn
     except ProvisionError as exc:
-        return RowResult(row.line, row.address, "failed", row.host, str(exc), exc.exit_code)
+        failed = RowResult(row.line, row.address, "failed", row.host, str(exc), exc.exit_code)
+        return failed, None

@@ -124,6 +124,26 @@ def test_added_user_logs_in_through_the_proxy_at_once(
     assert login(proxy, address, password)[0] == "NO"
 
 
+def test_an_import_is_checked_for_replication_once_and_logs_in_at_once(
+    admin: Admin, cluster: LdapCluster, proxy: ProxyPorts, tmp_path: Path
+) -> None:
+    tag = secrets.token_hex(3)
+    users = [(f"imp{tag}{i}@example.com", f"pw-{secrets.token_hex(4)}") for i in range(3)]
+    csv = tmp_path / "users.csv"
+    host = BACKEND_HOSTS["mail3"]  # Cyrus: the mailbox is made without asking LDAP
+    csv.write_text("".join(f"{a},{p},{host}\n" for a, p in users))
+    imported = admin.ok("import", str(csv))
+    try:
+        assert imported["created"] == 3
+        # one check, after the last user: every consumer shows it, hence all before it
+        assert imported["replicated"] == cluster.uris and imported["not_replicated"] == []
+        for address, password in (users[0], users[-1]):
+            assert login(proxy, address, password)[0] == "OK"
+    finally:
+        for address, _ in users:
+            admin.run("user", "del", address)
+
+
 def test_a_new_password_holds_through_the_proxy_at_once(
     admin: Admin, cluster: LdapCluster, proxy: ProxyPorts
 ) -> None:

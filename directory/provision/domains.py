@@ -28,7 +28,7 @@ from directory.provision.dns import (
 )
 from directory.provision.dnsstore import NAME_CLASSES, domain_dn, name_attributes, name_dn
 from directory.provision.ldapwrite import ADD, LdapWriter
-from directory.provision.maildns import MailRecord, mail_records
+from directory.provision.maildns import MailRecord, is_reverse_zone, mail_records
 from directory.provision.users import User, announce, list_users, remove_user
 from directory.settings import ToolConfig
 
@@ -87,7 +87,8 @@ def add_domain(
     """Create the domain branch; ``mx``/``ns`` default to ``[provision] default_mx/_ns``.
 
     With ``mail_dns`` (the default) the domain also gets :func:`.maildns.mail_records`, and
-    a DKIM key when ``[provision] dkim_dir`` is set. All or nothing: on a failure the branch
+    a DKIM key when ``[provision] dkim_dir`` is set; a reverse zone (in-addr.arpa, ip6.arpa)
+    never does. All or nothing: on a failure the branch
     and the key file are removed again.
     """
     domain = check_domain(name)
@@ -103,7 +104,7 @@ def add_domain(
         raise Refused(f"domain {domain} exists already")
     key = None
     records: list[MailRecord] = []
-    if mail_dns:
+    if mail_dns and not is_reverse_zone(domain):
         if settings.provision.dkim_dir is not None:
             key = create_key(settings.provision, domain, today)
         dkim = (key.selector, key.public_der) if key else None

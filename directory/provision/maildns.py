@@ -48,6 +48,14 @@ class MailRecord:
         return {"name": self.owner, "type": self.rtype, "value": self.value}
 
 
+REVERSE_SUFFIXES = (".in-addr.arpa", ".ip6.arpa")
+
+
+def is_reverse_zone(domain: str) -> bool:
+    """A reverse zone holds PTR records, never mail: no SPF, DMARC, SRV or DKIM for it."""
+    return domain.endswith(REVERSE_SUFFIXES) or domain in ("in-addr.arpa", "ip6.arpa")
+
+
 def expand(template: str, domain: str) -> str:
     """``%s`` → the domain. Not ``%``-formatting: SPF macros (``%{i}``) must pass as they are."""
     return template.replace("%s", domain)

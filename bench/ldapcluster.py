@@ -6,7 +6,8 @@ member a :class:`bench.farm_ldap.Slapd` of its own (own port, own directory, run
 slapd account like the farm's). The provider is bulk-loaded with the farm's tree; the
 consumers start empty and fill themselves by ``refreshAndPersist`` replication, bound as
 the provider's rootdn (which reads every attribute, passwords included, whatever the ACLs
-say) and retrying every second for as long as the provider is away. A write sent to a
+say) and retrying every second for as long as the provider is away; with the farm's PKI
+over StartTLS that must succeed (``starttls=critical``) against the farm's CA. A write sent to a
 consumer is answered with a referral to the provider (``updateref``), as in production.
 
 Each member's ``slapd.conf`` is the farm's, amended: whatever :class:`Slapd` learns (TLS,
@@ -64,6 +65,16 @@ class Member(Slapd):
         head, tail = text.split(marker, 1)
         # Rewritten in place: the file keeps the owner and mode load() gave it.
         self.conf.write_text(f"{head}\n{global_lines}{marker}{tail.rstrip()}\n\n{database_lines}")
+
+
+def _syncrepl_tls(consumer: Member) -> str:
+    """With the farm's PKI the replication link is TLS too, never plaintext: it carries every
+    password hash. StartTLS is ``critical`` (no TLS, no replication) and the provider's
+    certificate is checked against the CA and its name (127.0.0.1)."""
+    if consumer.tls_dir is None:
+        return ""
+    ca = consumer.tls_dir / "ca.crt"
+    return f" starttls=critical tls_cacert={_quoted(str(ca))} tls_reqcert=demand"
 
 
 class LdapCluster:
@@ -139,7 +150,7 @@ class LdapCluster:
                     f'retry="1 +" searchbase={_quoted(BASE_DN)} scope=sub '
                     f"bindmethod=simple binddn={_quoted(self.admin_dn)} "
                     f"credentials={_quoted(self.admin_password)} "
-                    "network-timeout=2 timeout=2\n"
+                    f"network-timeout=2 timeout=2{_syncrepl_tls(consumer)}\n"
                     f"updateref {provider.uri}\n"
                 ),
             )

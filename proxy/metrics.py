@@ -202,6 +202,15 @@ class Metrics:
                 registry=r,
             )
         )
+        self._worker = Gauge(
+            "mailfarm_worker",
+            "This process's index among the instance's workers (worker i answers on the admin"
+            " port + i), labelled with how many there are: a scraper given one URL per"
+            " instance finds every worker from it.",
+            ["workers"],
+            registry=r,
+        )
+        self._worker.labels("1").set(0)
         # Pre-created children make every series visible at zero from the first scrape, so
         # rate() and absent() work before the first event.
         for result in LOOKUP_RESULTS:
@@ -227,6 +236,10 @@ class Metrics:
             self._bytes(protocol, direction)
         for reason in REFUSALS:
             self._refused(protocol, reason)
+
+    def set_worker(self, worker: int, workers: int) -> None:
+        self._worker.clear()
+        self._worker.labels(str(workers)).set(worker)
 
     # -- called by the session core and the listeners ------------------------------------
 

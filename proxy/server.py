@@ -69,6 +69,7 @@ class Server:
             backends=settings.backends,
         )
         self.directory.on_lookup = self.env.metrics.lookup
+        self.env.metrics.set_worker(worker, workers)
         self.servers: list[asyncio.AbstractServer] = []
         self.stopping = asyncio.Event()
         self._dialects = {d.name: d for d in dialects(settings)}

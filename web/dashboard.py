@@ -35,7 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from directory.provision import adminhttp
+from directory.provision import adminapi, adminhttp
 from directory.provision.adminhttp import Unreachable, public_url
 from directory.provision.adminhttp import os_problem as _os_problem
 from directory.settings import ToolConfig
@@ -306,12 +306,19 @@ class Dashboard:
         probes: list[Future[dict[str, Any]]] = []
         if jobs:
             pool = ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, jobs))
+            # Bounded whatever a host does (a name server that never answers, say): what is
+            # not done by then is reported, and its thread left to finish.
+            deadline = time.monotonic() + 2 * HTTP_DEADLINE + 2 * HTTP_TIMEOUT + 1
             try:
                 scrapes = [pool.submit(scrape, url, token) for url in urls]
                 probes = [pool.submit(probe, h, port, self._probe_timeout) for h, _ in hosts]
-                # Bounded whatever a host does (a name server that never answers, say):
-                # what is not done by then is reported, and its thread left to finish.
-                wait([*scrapes, *probes], timeout=2 * HTTP_DEADLINE + 2 * HTTP_TIMEOUT + 1)
+                wait(scrapes, timeout=max(0.0, deadline - time.monotonic()))
+                # An instance with several workers answers for one of them: the others,
+                # each with its own sessions and counters, are scraped too.
+                more = _other_workers(urls, scrapes)
+                urls += more
+                scrapes += [pool.submit(scrape, url, token) for url in more]
+                wait([*scrapes, *probes], timeout=max(0.0, deadline - time.monotonic()))
             finally:
                 pool.shutdown(wait=False, cancel_futures=True)
         at = self._clock()
@@ -361,6 +368,33 @@ class Dashboard:
             del self._previous[url]
         while len(self._previous) > MAX_INSTANCES:
             del self._previous[next(iter(self._previous))]
+
+
+def worker_of(samples: Iterable[Sample]) -> tuple[int, int] | None:
+    """(worker, workers) from an instance's ``mailfarm_worker`` gauge, if it has one."""
+    for sample in samples:
+        if sample.name == "mailfarm_worker":
+            workers = sample.label("workers")
+            if workers.isdigit() and finite(sample.value) and sample.value.is_integer():
+                return int(sample.value), int(workers)
+    return None
+
+
+def _other_workers(urls: list[str], scrapes: list[Future[_Scrape]]) -> list[str]:
+    """The worker URLs of answering instances not listed already, each once."""
+    known, more = set(urls), []
+    for url, future in zip(urls, scrapes, strict=True):
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            continue
+        samples = future.result().samples
+        found = worker_of(samples) if samples is not None else None
+        if found is None:
+            continue
+        for sibling in adminapi.siblings(url, *found) or ():
+            if sibling not in known:
+                known.add(sibling)
+                more.append(sibling)
+    return more
 
 
 def _result(future: Future[T], late: Callable[[str], T]) -> T:

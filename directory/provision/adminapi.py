@@ -53,17 +53,39 @@ def _with_port(base: str, port: int) -> str:
     return parts._replace(netloc=f"{host}:{port}").geturl()
 
 
-def _probe_workers(base: str) -> tuple[str, ...] | None:
-    """Every worker URL of the instance at ``base``, from its ``/healthz``; ``None`` when
-    it could not say (down, an error, an answer without the fields)."""
+def _worker_port(base: str) -> int | None:
+    """The port worker arithmetic applies to, or None: worker i is at port + i of the
+    instance itself, but a URL with a path is likely a reverse proxy's, whose port means
+    nothing of the kind, so it is used as it is."""
     try:
         parts = urllib.parse.urlsplit(base)
         port = parts.port
     except ValueError:
         return None
-    # Worker i is at port + i of the instance itself; a URL with a path is likely a reverse
-    # proxy's, whose port means nothing of the kind: it is used as it is.
     if port is None or parts.path not in ("", "/") or parts.query:
+        return None
+    return port
+
+
+def siblings(base: str, worker: object, workers: object) -> tuple[str, ...] | None:
+    """Every worker URL of the instance whose worker ``worker`` of ``workers`` answered at
+    ``base`` (pure); ``None`` when those are not a worker's numbers or ``base`` cannot be
+    counted from."""
+    port = _worker_port(base)
+    if port is None or type(workers) is not int or type(worker) is not int:
+        return None
+    if not 0 <= worker < workers:
+        return None
+    first = port - worker
+    if workers == 1 or workers > MAX_WORKERS or first < 1 or first + workers > 65536:
+        return (base,)
+    return tuple(_with_port(base, first + i) for i in range(workers))
+
+
+def _probe_workers(base: str) -> tuple[str, ...] | None:
+    """Every worker URL of the instance at ``base``, from its ``/healthz``; ``None`` when
+    it could not say (down, an error, an answer without the fields)."""
+    if _worker_port(base) is None:
         return None
     try:
         # No token: /healthz is open, and the token need go nowhere it is not needed.
@@ -74,12 +96,7 @@ def _probe_workers(base: str) -> tuple[str, ...] | None:
         workers, worker = health.get("workers", 1), health.get("worker", 0)
     except (Unreachable, ValueError, AttributeError, RecursionError):
         return None
-    if not all(type(n) is int for n in (workers, worker)) or not 0 <= worker < workers:
-        return None
-    first = port - worker
-    if workers == 1 or workers > MAX_WORKERS or first < 1 or first + workers > 65536:
-        return (base,)
-    return tuple(_with_port(base, first + i) for i in range(workers))
+    return siblings(base, worker, workers)
 
 
 def worker_urls(base: str) -> tuple[str, ...]:

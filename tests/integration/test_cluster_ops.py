@@ -195,6 +195,25 @@ def test_sessions_lists_every_worker_of_every_instance(
     assert f"{len(logged_in.bob)} sessions of {bob.uid}" in text.stdout
 
 
+def test_dashboard_counts_every_worker_from_one_url(
+    farm: Farm, admin: Admin, cluster: Cluster, logged_in: LoggedIn
+) -> None:
+    """The console's dashboard is given one admin URL per instance, as the CLI is: an
+    instance with two workers must show both, each with its own sessions."""
+    from proxy.config import load_config
+    from web.dashboard import Dashboard
+
+    tool = cluster_admin(admin, "cluster-dash", cluster.one.url, cluster.two.url)
+    snapshot = Dashboard(load_config(tool.config)).snapshot()
+    shown = [i["url"] for i in snapshot["instances"]]
+    assert shown == [cluster.one.url, *(cluster.two.worker_url(w) for w in (0, 1))]
+    assert all(i["up"] for i in snapshot["instances"])
+    proxied = snapshot["totals"]["sessions"]["imap"]["proxied"]
+    assert proxied == 1 + len(logged_in.bob)
+    by_backend = snapshot["totals"]["sessions_by_backend"]
+    assert sum(by_backend.values()) == 1 + len(logged_in.bob)
+
+
 def test_kick_ends_the_sessions_on_whichever_worker_holds_them(
     farm: Farm, admin: Admin, cluster: Cluster, logged_in: LoggedIn
 ) -> None:

@@ -20,8 +20,6 @@ drop them would let an anonymous client keep us busy.
 from __future__ import annotations
 
 import base64
-import enum
-from collections.abc import Callable
 
 from proxy.actions import (
     Action,
@@ -32,8 +30,8 @@ from proxy.actions import (
     Failure,
     Send,
     StartTls,
-    run_events,
 )
+from proxy.dialoguebase import LoginDialogue, State
 from proxy.imap.parser import (
     Arg,
     Bounds,
@@ -45,7 +43,7 @@ from proxy.imap.parser import (
     RawLine,
     TooLong,
 )
-from proxy.sasl import Challenge, Credentials, SaslCancelled, SaslError, SaslExchange
+from proxy.sasl import Credentials, SaslCancelled, SaslError, SaslExchange
 
 GREETING_TEXT = b"mailfarm ready."
 
@@ -92,13 +90,6 @@ def imap_farewell(client_tail: bytes, backend_tail: bytes) -> bytes:
     return b"* BYE [UNAVAILABLE] Connection to the mailbox server was lost.\r\n"
 
 
-class State(enum.Enum):
-    COMMANDS = "commands"
-    SASL = "sasl"
-    WAITING = "waiting"
-    DONE = "done"
-
-
 def _id_bounds(max_line: int) -> Bounds:
     size = max(max_line, ID_MAX_COMMAND)
     return Bounds(line=size, literal=ID_MAX_VALUE, command=size)
@@ -126,7 +117,7 @@ def _text(value: object) -> str | None:
         return None
 
 
-class ImapDialogue:
+class ImapDialogue(LoginDialogue):
     def __init__(self, env: DialogueEnv) -> None:
         self.env = env
         self.reader = self._new_reader()
@@ -178,18 +169,6 @@ class ImapDialogue:
         return [Send(bye), Close(outcome=outcome)]
 
     # input ----------------------------------------------------------------------------
-    def receive(self, data: bytes) -> list[Action]:
-        self.reader.feed(data)
-        return self.resume()
-
-    def resume(self) -> list[Action]:
-        if self.state is State.WAITING:
-            self.state = State.COMMANDS
-        return run_events(self.reader.next_event, self._event, self._reading)
-
-    def _reading(self) -> bool:
-        return self.state in (State.COMMANDS, State.SASL)
-
     def _event(self, event: object) -> list[Action]:
         if isinstance(event, Command):
             self.tag = event.tag.encode()
@@ -220,11 +199,6 @@ class ImapDialogue:
         if tag:
             return tag.encode()
         return self.tag if self.state is State.SASL else b"*"
-
-    def _end_sasl(self) -> None:
-        self.sasl = None
-        if self.state is State.SASL:
-            self.state = State.COMMANDS
 
     # commands -------------------------------------------------------------------------
     def cmd_CAPABILITY(self, cmd: Command) -> list[Action]:
@@ -305,7 +279,7 @@ class ImapDialogue:
         try:
             self.sasl = SaslExchange(mech, initial)  # type: ignore[arg-type]
         except SaslError as exc:
-            return self._sasl_failed(exc)
+            return self._sasl_abort(exc)
         return self._sasl_guarded(self.sasl.start)
 
     def _sasl_step(self, line: bytes) -> list[Action]:
@@ -313,28 +287,16 @@ class ImapDialogue:
         assert sasl is not None
         return self._sasl_guarded(lambda: sasl.step(line))
 
-    def _sasl_guarded(self, step: Callable[[], Challenge | Credentials]) -> list[Action]:
-        try:
-            return self._sasl_result(step())
-        except SaslError as exc:
-            return self._sasl_failed(exc)
-
-    def _sasl_failed(self, exc: SaslError) -> list[Action]:
+    def _sasl_refused(self, exc: SaslError) -> list[Action]:
         """RFC 9051: a cancelled or malformed exchange ends with a tagged BAD; only the
         malformed one counts as invalid (Dovecot does not count a client's cancel)."""
-        self._end_sasl()
         if isinstance(exc, SaslCancelled):
             return [Send(self._tagged(b"BAD Authentication cancelled."))]
         return self._bad(str(exc).encode("ascii", "replace")[:200])
 
-    def _sasl_result(self, result: Challenge | Credentials) -> list[Action]:
-        if isinstance(result, Challenge):
-            self.state = State.SASL
-            self.reader.expect_raw_line()
-            return [Send(b"+ " + base64.b64encode(result.data) + b"\r\n")]
-        self._end_sasl()
-        self.state = State.WAITING
-        return [Authenticate(result)]
+    def _sasl_challenge(self, data: bytes) -> list[Action]:
+        self.reader.expect_raw_line()
+        return [Send(b"+ " + base64.b64encode(data) + b"\r\n")]
 
     # outcomes -------------------------------------------------------------------------
     def failed(self, failure: Failure) -> bytes:

@@ -24,8 +24,6 @@ codes clients act on ([AUTH]: ask the user; [SYS/TEMP]: retry later, keep the pa
 from __future__ import annotations
 
 import base64
-import enum
-from collections.abc import Callable
 
 from proxy.actions import (
     Action,
@@ -36,12 +34,11 @@ from proxy.actions import (
     Failure,
     Send,
     StartTls,
-    run_events,
 )
+from proxy.dialoguebase import LoginDialogue, State
 from proxy.pop3.parser import Command, LineReader, TooLong, parse_command
 from proxy.sasl import (
     MAX_FIELD_OCTETS,
-    Challenge,
     Credentials,
     SaslCancelled,
     SaslError,
@@ -85,13 +82,6 @@ TRANSACTION_COMMANDS = frozenset(
 )
 
 
-class State(enum.Enum):
-    COMMANDS = "commands"
-    SASL = "sasl"
-    WAITING = "waiting"
-    DONE = "done"
-
-
 def _err(text: bytes) -> list[Action]:
     return [Send(b"-ERR " + text + b"\r\n")]
 
@@ -110,7 +100,7 @@ def _text(raw: bytes) -> str | None:
         return None
 
 
-class Pop3Dialogue:
+class Pop3Dialogue(LoginDialogue):
     def __init__(self, env: DialogueEnv) -> None:
         self.env = env
         self.reader = LineReader(env.max_line)
@@ -140,18 +130,6 @@ class Pop3Dialogue:
         return GREETING
 
     # input ----------------------------------------------------------------------------
-    def receive(self, data: bytes) -> list[Action]:
-        self.reader.feed(data)
-        return self.resume()
-
-    def resume(self) -> list[Action]:
-        if self.state is State.WAITING:
-            self.state = State.COMMANDS
-        return run_events(self.reader.next_line, self._event, self._reading)
-
-    def _reading(self) -> bool:
-        return self.state in (State.COMMANDS, State.SASL)
-
     def _event(self, event: bytes | TooLong) -> list[Action]:
         if isinstance(event, TooLong):
             self._end_sasl()
@@ -239,27 +217,14 @@ class Pop3Dialogue:
         sasl = self.sasl
         return self._sasl_guarded(lambda: sasl.step(line))
 
-    def _sasl_guarded(self, step: Callable[[], Challenge | Credentials]) -> list[Action]:
-        """Run one SASL step; any error ends the exchange, as RFC 5034 requires."""
-        try:
-            result = step()
-        except SaslCancelled:
-            self._end_sasl()
+    def _sasl_refused(self, exc: SaslError) -> list[Action]:
+        """Any error ends the exchange, as RFC 5034 requires."""
+        if isinstance(exc, SaslCancelled):
             return _err(b"Authentication cancelled.")
-        except SaslError as exc:
-            self._end_sasl()
-            return _err(b"[AUTH] Invalid response: " + str(exc).encode("ascii", "replace")[:200])
-        if isinstance(result, Challenge):
-            self.state = State.SASL
-            return [Send(b"+ " + base64.b64encode(result.data) + b"\r\n")]
-        self._end_sasl()
-        self.state = State.WAITING
-        return [Authenticate(result)]
+        return _err(b"[AUTH] Invalid response: " + str(exc).encode("ascii", "replace")[:200])
 
-    def _end_sasl(self) -> None:
-        self.sasl = None
-        if self.state is State.SASL:
-            self.state = State.COMMANDS
+    def _sasl_challenge(self, data: bytes) -> list[Action]:
+        return [Send(b"+ " + base64.b64encode(data) + b"\r\n")]
 
     # outcomes -------------------------------------------------------------------------
     def failed(self, failure: Failure) -> bytes:

@@ -108,6 +108,8 @@ class LineReader:
         self._lf_from = 0
         return line
 
+    next_event = next_line  # every dialogue reads its parser's events by this name
+
     def take_pending(self) -> bytes:
         """Hand over every byte no line was read from, and empty the reader."""
         data = bytes(self._buf)

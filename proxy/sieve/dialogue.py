@@ -18,21 +18,18 @@ authentication is not allowed yet, ``(TRYLATER)`` for failures that are not the 
 from __future__ import annotations
 
 import base64
-import enum
-from collections.abc import Callable
 
 from proxy.actions import (
     Action,
-    Authenticate,
     BackendInfo,
     Close,
     DialogueEnv,
     Failure,
     Send,
     StartTls,
-    run_events,
 )
-from proxy.sasl import Challenge, Credentials, SaslCancelled, SaslError, SaslExchange
+from proxy.dialoguebase import LoginDialogue, State
+from proxy.sasl import SaslCancelled, SaslError, SaslExchange
 from proxy.sieve.capabilities import KnownCapabilities
 from proxy.sieve.parser import (
     Atom,
@@ -58,8 +55,7 @@ FAILURE_REPLIES: dict[Failure, bytes] = {
     Failure.TIMEOUT: b'BYE "Disconnected for inactivity."\r\n',
     Failure.SHUTDOWN: b'BYE (TRYLATER) "Server shutting down."\r\n',
     Failure.CONNECTION_LIMIT: b'BYE (TRYLATER) "Too many connections, try again later."\r\n',
-    Failure.KICKED: b'BYE (TRYLATER) "Session closed by the administrator,'
-    b' please reconnect."\r\n',
+    Failure.KICKED: b'BYE (TRYLATER) "Session closed by the administrator, please reconnect."\r\n',
 }
 SESSION_ENDING = frozenset(
     {
@@ -90,13 +86,6 @@ AFTER_LOGIN = frozenset(
 )
 
 
-class State(enum.Enum):
-    COMMANDS = "commands"
-    SASL = "sasl"
-    WAITING = "waiting"
-    DONE = "done"
-
-
 def _no(text: str) -> list[Action]:
     return [Send(b"NO " + quote(text.encode("ascii", "replace")) + b"\r\n")]
 
@@ -108,7 +97,7 @@ def _strings(args: tuple[Atom | String, ...]) -> list[bytes] | None:
     return [a.value for a in args]
 
 
-class SieveDialogue:
+class SieveDialogue(LoginDialogue):
     def __init__(self, env: DialogueEnv, known: KnownCapabilities | None = None) -> None:
         self.env = env
         self.known = known or KnownCapabilities()
@@ -129,18 +118,6 @@ class SieveDialogue:
         return self.capabilities() + b'OK "mailfarm ready."\r\n'
 
     # -- input ------------------------------------------------------------------------
-
-    def receive(self, data: bytes) -> list[Action]:
-        self.reader.feed(data)
-        return self.resume()
-
-    def resume(self) -> list[Action]:
-        if self.state is State.WAITING:
-            self.state = State.COMMANDS
-        return run_events(self.reader.next_event, self._event, self._reading)
-
-    def _reading(self) -> bool:
-        return self.state in (State.COMMANDS, State.SASL)
 
     def _event(self, event: Event) -> list[Action]:
         if isinstance(event, TooLong | LiteralTooLarge | BadSyntax):
@@ -224,26 +201,13 @@ class SieveDialogue:
         line = token.value  # "*" (quoted, or bare as some clients send it) cancels
         return self._sasl_guarded(lambda: sasl.step(line))
 
-    def _sasl_guarded(self, step: Callable[[], Challenge | Credentials]) -> list[Action]:
-        try:
-            result = step()
-        except SaslCancelled:
-            self._end_sasl()
+    def _sasl_refused(self, exc: SaslError) -> list[Action]:
+        if isinstance(exc, SaslCancelled):
             return _no("Authentication cancelled.")
-        except SaslError as exc:
-            self._end_sasl()
-            return _no(f"Invalid SASL response: {exc}")
-        if isinstance(result, Challenge):
-            self.state = State.SASL
-            return [Send(quote(base64.b64encode(result.data)) + b"\r\n")]
-        self._end_sasl()
-        self.state = State.WAITING
-        return [Authenticate(result)]
+        return _no(f"Invalid SASL response: {exc}")
 
-    def _end_sasl(self) -> None:
-        self.sasl = None
-        if self.state is State.SASL:
-            self.state = State.COMMANDS
+    def _sasl_challenge(self, data: bytes) -> list[Action]:
+        return [Send(quote(base64.b64encode(data)) + b"\r\n")]
 
     # -- outcomes ---------------------------------------------------------------------
 

@@ -14,8 +14,20 @@ import enum
 from collections.abc import Callable
 from typing import Any
 
-from proxy.actions import Action, Authenticate, run_events
+from proxy.actions import Action, Authenticate, Failure, run_events
 from proxy.sasl import Challenge, Credentials, SaslError, SaslExchange
+
+#: Failures after which the session ends, whatever the protocol; the others answer one login
+#: and let the client retry.
+SESSION_ENDING = frozenset(
+    {
+        Failure.TOO_MANY_FAILURES,
+        Failure.TIMEOUT,
+        Failure.SHUTDOWN,
+        Failure.CONNECTION_LIMIT,
+        Failure.KICKED,
+    }
+)
 
 
 class State(enum.Enum):

@@ -35,7 +35,7 @@ from proxy.actions import (
     Send,
     StartTls,
 )
-from proxy.dialoguebase import LoginDialogue, State
+from proxy.dialoguebase import SESSION_ENDING, LoginDialogue, State
 from proxy.pop3.parser import Command, LineReader, TooLong, parse_command
 from proxy.sasl import (
     MAX_FIELD_OCTETS,
@@ -61,16 +61,6 @@ FAILURE_REPLIES: dict[Failure, bytes] = {
     Failure.CONNECTION_LIMIT: b"-ERR [SYS/TEMP] Too many connections, try again later.\r\n",
     Failure.KICKED: b"-ERR [SYS/TEMP] Session closed by the administrator, please reconnect.\r\n",
 }
-#: Failures after which the session ends; the others answer one login and let the client retry.
-SESSION_ENDING = frozenset(
-    {
-        Failure.TOO_MANY_FAILURES,
-        Failure.TIMEOUT,
-        Failure.SHUTDOWN,
-        Failure.CONNECTION_LIMIT,
-        Failure.KICKED,
-    }
-)
 
 PLAINTEXT_DISALLOWED = (
     b"-ERR [AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.\r\n"

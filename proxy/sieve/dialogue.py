@@ -28,7 +28,7 @@ from proxy.actions import (
     Send,
     StartTls,
 )
-from proxy.dialoguebase import LoginDialogue, State
+from proxy.dialoguebase import SESSION_ENDING, LoginDialogue, State
 from proxy.sasl import SaslCancelled, SaslError, SaslExchange
 from proxy.sieve.capabilities import KnownCapabilities
 from proxy.sieve.parser import (
@@ -57,15 +57,6 @@ FAILURE_REPLIES: dict[Failure, bytes] = {
     Failure.CONNECTION_LIMIT: b'BYE (TRYLATER) "Too many connections, try again later."\r\n',
     Failure.KICKED: b'BYE (TRYLATER) "Session closed by the administrator, please reconnect."\r\n',
 }
-SESSION_ENDING = frozenset(
-    {
-        Failure.TOO_MANY_FAILURES,
-        Failure.TIMEOUT,
-        Failure.SHUTDOWN,
-        Failure.CONNECTION_LIMIT,
-        Failure.KICKED,
-    }
-)
 PLAINTEXT_DISALLOWED = (
     b'NO (ENCRYPT-NEEDED) "Plaintext authentication disallowed on non-secure (SSL/TLS)'
     b' connections."\r\n'

@@ -98,23 +98,22 @@ def passwd(admin: Admin, login_name: str, password: str) -> dict[str, Any]:
     return data
 
 
+def add_on_mail3(admin: Admin, address: str, password: str) -> dict[str, Any]:
+    """``user add`` on the Cyrus backend mail3, which creates the mailbox without asking
+    LDAP: the farm's slapd need not know the user, only the cluster does."""
+    data: dict[str, Any] = admin.ok(
+        "user", "add", address, "--host", BACKEND_HOSTS["mail3"], "--password-file", "-",
+        stdin=password + "\n",
+    )  # fmt: skip
+    return data
+
+
 def test_added_user_logs_in_through_the_proxy_at_once(
     admin: Admin, cluster: LdapCluster, proxy: ProxyPorts
 ) -> None:
     address = f"rr{secrets.token_hex(3)}@example.com"
     password = f"pw-{secrets.token_hex(4)}"
-    # Cyrus (mail3) creates the mailbox without asking LDAP: the farm's slapd need not
-    # know the user, only the cluster does.
-    added = admin.ok(
-        "user",
-        "add",
-        address,
-        "--host",
-        BACKEND_HOSTS["mail3"],
-        "--password-file",
-        "-",
-        stdin=password + "\n",
-    )
+    added = add_on_mail3(admin, address, password)
     try:
         assert added["replicated"] == cluster.uris and added["not_replicated"] == []
         assert login(proxy, address, password)[0] == "OK"
@@ -215,16 +214,7 @@ def test_a_moved_user_logs_in_on_the_new_backend_at_once(
     # Cyrus to Cyrus (mail3 -> mail4): neither asks LDAP, so only the cluster knows the user.
     address = f"rm{secrets.token_hex(3)}@example.com"
     password = f"pw-{secrets.token_hex(4)}"
-    admin.ok(
-        "user",
-        "add",
-        address,
-        "--host",
-        BACKEND_HOSTS["mail3"],
-        "--password-file",
-        "-",
-        stdin=password + "\n",
-    )
+    add_on_mail3(admin, address, password)
     try:
         moved = admin.ok("user", "move", address, "--to", BACKEND_HOSTS["mail4"])
         assert moved["replicated"] == cluster.uris and moved["not_replicated"] == []

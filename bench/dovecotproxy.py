@@ -20,9 +20,9 @@ from pathlib import Path
 
 from bench.farm import Farm
 from bench.farm_dovecot import (
-    AUTH_CLIENT_LIMIT,
     DH_PARAMS,
     DovecotBackend,
+    auth_services,
     login_services,
 )
 from bench.farm_proc import greets, port_open
@@ -99,16 +99,7 @@ service lmtp {{
 service imap-urlauth-login {{
   process_limit = 1
 }}
-service anvil {{
-  client_limit = {AUTH_CLIENT_LIMIT}
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service auth {{
-  client_limit = {AUTH_CLIENT_LIMIT}
-}}
-"""
+{auth_services()}"""
 
 
 class DovecotProxy(DovecotBackend):

@@ -85,6 +85,23 @@ def login_services(imap: int, imaps: int, pop3: int, pop3s: int) -> str:
     )
 
 
+def auth_services() -> str:
+    """anvil and auth, as the backends and the bench's Dovecot proxy both run them: sized
+    to what doveconf computes for the limits above, so they start without warnings, and
+    with no per-IP auth penalty: every test (and the proxy) logs in from loopback, and one
+    wrong-password test would otherwise slow every later login by up to 15 s."""
+    return f"""service anvil {{
+  client_limit = {AUTH_CLIENT_LIMIT}
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+service auth {{
+  client_limit = {AUTH_CLIENT_LIMIT}
+}}
+"""
+
+
 def _dovecot_conf(b: DovecotBackend, ldap_conf: Path, master_file: Path) -> str:
     mail = pwd.getpwnam(MAIL_USER)
     dh = f"ssl_dh = <{DH_PARAMS}" if DH_PARAMS.exists() else ""
@@ -185,19 +202,7 @@ service lmtp {{
 service imap-urlauth-login {{
   process_limit = 10
 }}
-# Sized to what doveconf computes for the limits above, so it starts without warnings.
-service anvil {{
-  client_limit = {AUTH_CLIENT_LIMIT}
-  # No per-IP auth penalty: every test (and the proxy) logs in from loopback, and one
-  # wrong-password test would otherwise slow every later login by up to 15 s.
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service auth {{
-  client_limit = {AUTH_CLIENT_LIMIT}
-}}
-"""
+{auth_services()}"""
 
 
 def _ldap_conf(ldap: LdapSettings, storage: Path) -> str:

@@ -50,10 +50,5 @@ async def open_backend(target: BackendTarget, settings: ProtocolSettings) -> Con
     return conn
 
 
-async def connect_backend(target: BackendTarget, settings: ProtocolSettings) -> Conn:
-    async with asyncio.timeout(settings.backend_timeout):
-        return await open_backend(target, settings)
-
-
 async def start_backend_tls(conn: Conn, target: BackendTarget, settings: ProtocolSettings) -> None:
     await conn.start_tls(backend_tls_context(settings), server_side=False, hostname=target.host)

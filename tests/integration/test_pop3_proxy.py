@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import poplib
 import secrets
@@ -17,7 +18,7 @@ import pytest
 from bench.farm import Farm, FarmUser
 from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config
 from proxy.actions import BackendInfo
-from proxy.backend import BackendError, BackendTarget, connect_backend
+from proxy.backend import BackendError, BackendTarget, open_backend
 from proxy.config import ProtocolSettings
 from proxy.pop3.backend import pop3_backend_login
 from proxy.sasl import Credentials
@@ -505,7 +506,8 @@ async def backend_login(
     )
     target = BackendTarget(backend.host, backend.pop3_port)
     client = ClientInfo("192.0.2.44", 4444, "127.0.0.1", 110, trusted=True)
-    conn = await connect_backend(target, config)
+    async with asyncio.timeout(config.backend_timeout):
+        conn = await open_backend(target, config)
     try:
         info = await pop3_backend_login(
             conn, Credentials("", user.uid, password), client, config, target

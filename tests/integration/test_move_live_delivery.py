@@ -26,9 +26,10 @@ import ldap3
 import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm, FarmUser
-from bench.proxyproc import MailfarmProcess, render_toml
+from bench.proxyproc import MailfarmProcess, free_port, render_toml
 from tests.integration import provision_helpers as helpers
 from tests.integration.provision_helpers import (
+    ADMIN_TOKEN,
     DISABLED_ATTRIBUTE,
     Admin,
     add_user,
@@ -103,22 +104,36 @@ def message_ids(farm: Farm, host: str, uid: str) -> list[str]:
 
 
 @pytest.fixture
-def lmtp_proxy(farm: Farm, tmp_path: Path) -> Iterator[RunningSmtpProxy]:
-    """mailfarm's LMTP proxy knowing disabled_attribute, so a move's lease defers mail."""
-    ports = SmtpPorts()
-    sections = smtp_sections(farm, ports, directory={"disabled_attribute": DISABLED_ATTRIBUTE})
+def lmtp_proxy(farm: Farm, tmp_path: Path) -> Iterator[tuple[RunningSmtpProxy, str]]:
+    """mailfarm's LMTP proxy knowing disabled_attribute, so a move's lease defers mail, and
+    the URL of its admin endpoint, which the move flushes as it flushes every instance."""
+    ports, admin_port = SmtpPorts(), free_port()
+    sections = smtp_sections(
+        farm,
+        ports,
+        directory={"disabled_attribute": DISABLED_ATTRIBUTE},
+        admin={"listen": [f"127.0.0.1:{admin_port}"], "token": ADMIN_TOKEN},
+    )
     process = MailfarmProcess(tmp_path, sections, "live-lmtp").start()
-    yield RunningSmtpProxy(ports, process)
+    yield RunningSmtpProxy(ports, process), f"http://127.0.0.1:{admin_port}"
     process.stop()
 
 
 def test_deliveries_during_a_move_all_land_on_the_new_backend(
-    farm: Farm, admin: Admin, domain: str, lmtp_proxy: RunningSmtpProxy, tmp_path: Path
+    farm: Farm,
+    admin: Admin,
+    domain: str,
+    lmtp_proxy: tuple[RunningSmtpProxy, str],
+    tmp_path: Path,
 ) -> None:
-    # The LMTP proxy caches routes for 1 s and is not among admin_urls: the move must wait
-    # longer than that after its switch before the final catch-up.
+    proxy, proxy_admin = lmtp_proxy
+    # The move flushes the LMTP proxy's route cache when it takes the lease (as it does every
+    # instance in admin_urls), so the proxy defers from then on, however short the copy;
+    # Postfix's own LDAP lookups (the second sender) no flush reaches: the settle outlasts
+    # the delivery that looked up the old host just before the switch.
     config = tmp_path / "live.toml"
-    config.write_text(render_toml(provision_sections(farm, provision={"move_settle": 2.0})))
+    provision = {"move_settle": 2.0, "admin_urls": [proxy_admin]}
+    config.write_text(render_toml(provision_sections(farm, provision=provision)))
     live_admin = Admin(farm, config, admin.pycache)
     created = add_user(live_admin, f"live@{domain}", "pw", "--host", SOURCE)
     uid, mail, dn = created["uid"], created["mail"], created["dn"]
@@ -133,7 +148,7 @@ def test_deliveries_during_a_move_all_land_on_the_new_backend(
     user = FarmUser(mail, uid, "pw", "mail1")
 
     def via_proxy(mid: str, body: bytes) -> bool:
-        return lmtp_send("127.0.0.1", lmtp_proxy.ports.lmtp, mail, body)
+        return lmtp_send("127.0.0.1", proxy.ports.lmtp, mail, body)
 
     server = ldap3.Server(farm.ldap_uri)
     lookups = ldap3.Connection(server, farm.admin_dn, farm.admin_password, auto_bind=True)

@@ -127,9 +127,9 @@ class Service:
             found = self._own_domain(who, writer, name)  # 404 before 403: others' names
             require(who.principal, "domains.delete")
             with self.audit.change(who, "domain.delete", found["domain"], found["domain"]):
-                gone, users, warnings = delete_domain(self.settings, writer, name, force)
+                gone = delete_domain(self.settings, writer, name, force)
             forget_domain(found["domain"])
-        return {**gone.as_dict(), "deleted_users": [u.mail for u in users], "warnings": warnings}
+        return gone.as_dict()
 
     # -- users ------------------------------------------------------------------------
 

@@ -154,9 +154,10 @@ def domain_list(args: argparse.Namespace, settings: ToolConfig, writer: LdapWrit
 def domain_del(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
     from directory.provision.domains import delete_domain
 
-    domain, users, warnings = delete_domain(settings, writer, args.domain, args.force)
-    data = {**domain.as_dict(), "deleted_users": [u.mail for u in users], "warnings": warnings}
-    _emit(args, data, [f"domain {domain.name} deleted with {len(users)} users"])
+    gone = delete_domain(settings, writer, args.domain, args.force)
+    lines = [f"domain {gone.domain.name} deleted with {len(gone.users)} users"]
+    lines += [f"DKIM key removed: {path}" for path in gone.dkim_keys_removed]
+    _emit(args, gone.as_dict(), lines)
     return EXIT_OK
 
 

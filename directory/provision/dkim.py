@@ -165,6 +165,29 @@ def create_key(
     raise Refused(f"{domain}: no free DKIM selector for today in {directory}")
 
 
+def remove_domain_keys(settings: ProvisionSettings, domain: str) -> tuple[str, ...]:
+    """Remove a deleted domain's key files (and a rotation's leftover temporaries); the
+    paths removed. Other files an operator put there, and then the directory, are kept."""
+    if settings.dkim_dir is None:
+        return ()
+    directory = settings.dkim_dir / domain
+    if not directory.is_dir():
+        return ()
+    removed = []
+    for path in sorted(directory.iterdir()):
+        ours = path.name.endswith(KEY_SUFFIX) or (
+            path.name.startswith(".") and f"{KEY_SUFFIX}." in path.name  # _write_key's temp
+        )
+        if ours and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # not empty: what is left is not ours
+    return tuple(removed)
+
+
 def remove_key(key: DkimKey) -> None:
     """Take back a key that was never published (a domain add that failed)."""
     key.path.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from datetime import date
 from ldap3.utils.dn import parse_dn
 
 from directory.provision import NotFound, ProvisionError, Refused
-from directory.provision.dkim import DkimKey, create_key, remove_key
+from directory.provision.dkim import DkimKey, create_key, remove_domain_keys, remove_key
 from directory.provision.dns import (
     APEX,
     ATTRIBUTES,
@@ -29,6 +29,7 @@ from directory.provision.dns import (
 from directory.provision.dnsstore import NAME_CLASSES, domain_dn, name_attributes, name_dn
 from directory.provision.ldapwrite import ADD, LdapWriter
 from directory.provision.maildns import MailRecord, is_reverse_zone, mail_records
+from directory.provision.replication import Replication, after_write
 from directory.provision.users import User, announce, list_users, remove_user
 from directory.settings import ToolConfig
 
@@ -170,15 +171,38 @@ def list_domains(writer: LdapWriter) -> list[Domain]:
     return sorted(domains, key=lambda d: d.name)
 
 
+@dataclass(frozen=True, slots=True)
+class DomainDeletion:
+    """What ``domain del`` removed, and what the rest of the farm has seen of it."""
+
+    domain: Domain
+    users: tuple[User, ...]
+    warnings: tuple[str, ...]
+    replication: Replication | None  # the branch's removal, with a separate provider
+    dkim_keys_removed: tuple[str, ...]  # private key files taken from [provision] dkim_dir
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            **self.domain.as_dict(),
+            "deleted_users": [u.mail for u in self.users],
+            **(self.replication.as_dict() if self.replication is not None else {}),
+            "dkim_keys_removed": list(self.dkim_keys_removed),
+            "warnings": list(self.warnings),
+        }
+
+
 def delete_domain(
     settings: ToolConfig, writer: LdapWriter, name: str, force: bool
-) -> tuple[Domain, list[User], tuple[str, ...]]:
+) -> DomainDeletion:
     """Remove the domain branch; with ``force`` its users (mailboxes first) before it.
-    Returns the domain, its users and warnings.
 
     Without ``force`` a domain with users is refused: deleting mail is never a side effect.
-    The deleted users are flushed and kicked on every instance at the end, as by
-    ``user del`` (:func:`~directory.provision.users.announce`; PartlyApplied if one is missed).
+    Then, as for a user's change: the consumers are waited for (read-your-writes, so the
+    proxies stop answering for the domain), the deleted users are flushed and kicked on every
+    instance (:func:`~directory.provision.users.announce`; PartlyApplied if one is missed),
+    and the domain's DKIM private keys are removed: with its DNS gone nothing can verify
+    them, and a signing key left on disk for a domain the farm no longer hosts is one more
+    secret to leak.
     """
     domain = check_domain(name)
     dn = domain_dn(writer, domain)
@@ -192,13 +216,17 @@ def delete_domain(
         remove_user(settings, writer, user)
     writer.delete_subtree(dn)
     deleted = Domain(domain, dn, len(users))
+    done = f"domain {domain} deleted with {len(users)} users"
+    replication = after_write(settings, writer, dn, deleted=True)
+    lagging = replication.warnings(done) if replication is not None else ()
+    keys = remove_domain_keys(settings.provision, domain)
     warnings: tuple[str, ...] = ()
     if users:
         _, warnings = announce(
             settings,
             [u.uid for u in users],
             kick=True,
-            done=f"domain {domain} deleted with {len(users)} users",
+            done=done,
             data={**deleted.as_dict(), "deleted_users": [u.mail for u in users]},
         )
-    return deleted, users, warnings
+    return DomainDeletion(deleted, tuple(users), (*lagging, *warnings), replication, keys)

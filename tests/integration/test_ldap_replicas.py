@@ -123,6 +123,22 @@ def test_added_user_logs_in_through_the_proxy_at_once(
     assert login(proxy, address, password)[0] == "NO"
 
 
+def test_a_deleted_domain_is_gone_from_the_consumers_when_del_returns(
+    admin: Admin, cluster: LdapCluster, proxy: ProxyPorts
+) -> None:
+    domain = f"rd{secrets.token_hex(3)}.test"
+    address, password = f"u@{domain}", f"pw-{secrets.token_hex(4)}"
+    admin.ok("domain", "add", domain, "--no-mail-dns")
+    try:
+        add_on_mail3(admin, address, password)
+        assert login(proxy, address, password)[0] == "OK"
+    finally:
+        deleted = admin.ok("domain", "del", domain, "--force")
+    assert deleted["deleted_users"] == [address]
+    assert deleted["replicated"] == cluster.uris and deleted["not_replicated"] == []
+    assert login(proxy, address, password)[0] == "NO"
+
+
 def test_an_import_is_checked_for_replication_once_and_logs_in_at_once(
     admin: Admin, cluster: LdapCluster, proxy: ProxyPorts, tmp_path: Path
 ) -> None:

@@ -225,6 +225,32 @@ def test_dkim_is_idempotent_and_rotation_keeps_the_old_key(
     assert bad.code == 2 and "one DNS label" in bad.json["error"], bad
 
 
+def test_domain_del_removes_its_dkim_keys_and_only_them(
+    mail_admin: Admin, new_domain: str, dkim_dir: Path
+) -> None:
+    """A deleted domain's signing keys go with it (nothing can verify them any more); a
+    file the operator put next to them, and other domains' keys, stay."""
+    other = f"mdns-{secrets.token_hex(4)}.test"
+    mail_admin.ok("domain", "add", new_domain)
+    mail_admin.ok("domain", "add", other)
+    try:
+        rotated = dkim(mail_admin, new_domain, "--rotate")
+        keys = sorted(str(p) for p in (dkim_dir / new_domain).glob("*.private"))
+        assert len(keys) == 2 and rotated["created"] is True
+        note = dkim_dir / new_domain / "README.operator"
+        note.write_text("kept\n")
+        gone = mail_admin.ok("domain", "del", new_domain)
+        assert sorted(gone["dkim_keys_removed"]) == keys
+        assert not any(Path(k).exists() for k in keys)
+        assert note.read_text() == "kept\n"
+        assert list((dkim_dir / other).glob("*.private"))  # the other domain's key stays
+        text = mail_admin.run("domain", "del", other)
+        assert text.code == 0 and "DKIM key removed: " in text.stdout, text
+        assert not (dkim_dir / other).exists()  # emptied, so removed
+    finally:
+        mail_admin.run("domain", "del", other, "--force")
+
+
 def test_dkim_errors(admin: Admin, mail_admin: Admin, tmp_path: Path) -> None:
     domain = f"mdns-{secrets.token_hex(4)}.test"
     admin.ok("domain", "add", domain)  # the farm's config: no dkim_dir

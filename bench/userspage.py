@@ -223,13 +223,8 @@ def measure(plain: ToolConfig, sorting: ToolConfig, users: int, runs: int) -> li
 
 def start_slapd(workdir: Path, users: int, sssvlv: bool) -> Slapd:
     (port,) = free_ports(1, hosts=("127.0.0.1",))
-    slapd = Slapd(workdir, port, BASE_DN, ADMIN_DN, ADMIN_PASSWORD)
+    slapd = Slapd(workdir, port, BASE_DN, ADMIN_DN, ADMIN_PASSWORD, sssvlv=sssvlv)
     slapd.load(tree(users))
-    if sssvlv:  # the farm's config plus the overlay, as BENCHMARKS.md tells operators
-        conf = slapd.conf.read_text()
-        conf = conf.replace("moduleload back_mdb\n", "moduleload back_mdb\nmoduleload sssvlv\n")
-        conf = conf.replace("\nindex objectClass eq", "\noverlay sssvlv\nindex objectClass eq")
-        slapd.conf.write_text(conf)
     slapd.start()
     return slapd
 

@@ -33,6 +33,14 @@ class Route:
     routing_address: str | None = None
     login_disabled: bool = False
 
+    @property
+    def domain(self) -> str | None:
+        """The domain of the entry's own address (``mail``), lower-case; ``None`` without
+        one. Never taken from the login: a uid (``alice_example_co_uk``) names no domain."""
+        if not self.mail or "@" not in self.mail:
+            return None
+        return self.mail.rpartition("@")[2].strip().rstrip(".").lower() or None
+
 
 class AuthOutcome(enum.Enum):
     OK = "ok"

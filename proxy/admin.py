@@ -480,6 +480,7 @@ class AdminServer:
                 "protocol": record.protocol,
                 "uid": record.uid,
                 "mail": record.mail,
+                "domain": record.domain or None,  # the directory's, for per-domain views
                 "client": f"{record.client.ip}:{record.client.port}",
                 "backend": record.backend,
                 "seconds": round(now - record.started, 1),

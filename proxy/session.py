@@ -82,6 +82,7 @@ class SessionRecord:
     login: str = "-"
     uid: str = "-"
     mail: str = "-"
+    domain: str = ""  # of the directory's address for the user; "" when it has none
     backend: str = "-"
     outcome: str = "disconnected"
     bytes_in: int = 0
@@ -319,6 +320,7 @@ async def _authenticate_and_connect(
     if route is not None:
         record.uid = route.uid
         record.mail = route.mail or "-"
+        record.domain = route.domain or ""
     if verdict.failure is not None:
         return verdict.failure
     assert route is not None

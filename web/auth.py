@@ -22,8 +22,9 @@ RULES: dict[str, tuple[str, ...]] = {
     "users.place": (ADMIN, HELPDESK),  # choose a backend: add --host, move
     "dns.read": (ADMIN, HELPDESK, DOMAIN_ADMIN),
     "dns.write": (ADMIN, DOMAIN_ADMIN),
-    "sessions.read": (ADMIN, HELPDESK),
+    "sessions.read": (ADMIN, HELPDESK, DOMAIN_ADMIN),  # a domain-admin: its domains' users
     "sessions.kick": (ADMIN, HELPDESK, DOMAIN_ADMIN),
+    "farm.internals": (ADMIN, HELPDESK),  # backend hosts, instance URLs, their errors
     "audit.read": (ADMIN, HELPDESK, DOMAIN_ADMIN),  # a domain-admin: its domains' entries
     "dashboard.read": (ADMIN, HELPDESK),
 }

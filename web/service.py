@@ -305,9 +305,26 @@ class Service:
         found, missed = gather_sessions(
             self.settings.provision.admin_urls, self.settings.admin_token, user
         )
+
+        if self.may_role(who.principal.role, "farm.internals"):
+            return {
+                "sessions": found,
+                "unreachable": [{"instance": url, "problem": why} for url, why in missed],
+            }
+        # A customer's domain admin: its domains' users only, by the domain the directory
+        # gave the proxy at login (a session without one is not theirs to see), and nothing
+        # of the farm's insides: no backend hosts, no instance URLs, no error texts.
+        hidden = ("backend", "instance")
         return {
-            "sessions": found,
-            "unreachable": [{"instance": url, "problem": why} for url, why in missed],
+            "sessions": [
+                {k: v for k, v in s.items() if k not in hidden}
+                for s in found
+                if isinstance(s.get("domain"), str) and who.owns(s["domain"])
+            ],
+            "unreachable": [
+                {"instance": "a front-door instance", "problem": "did not answer; try again"}
+                for _ in missed
+            ],
         }
 
     def kick(self, who: Actor, login: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.integration.provision_helpers import (
 from tests.integration.web_helpers import WebServer
 
 API_TOKEN = secrets.token_urlsafe(24)
+DOMAIN_API_TOKEN = secrets.token_urlsafe(24)  # a domain-admin of example.co.uk, as dora is
 
 
 @dataclass
@@ -50,7 +51,7 @@ def start_console(farm: Farm, workdir: Path, name: str) -> ConsoleFarm:
     sections.pop("pop3", None)
     proxy = MailfarmProcess(workdir, sections, f"{name}-proxy").start()
     tokens = workdir / "api-tokens"
-    tokens.write_text(f"admin {API_TOKEN}\n")
+    tokens.write_text(f"admin {API_TOKEN}\ndomain-admin {DOMAIN_API_TOKEN} example.co.uk\n")
     audit_log = workdir / "audit.jsonl"
     web_sections = provision_sections(
         farm,

@@ -72,6 +72,8 @@ def test_metrics_kick_and_flush(farm: Farm, tmp_path: Path) -> None:
                 (alice.uid, "imap", url)
             ]
             assert found[0]["backend"].startswith(farm.backend_of(alice).host)
+            # Logged in by uid, yet named by the directory's address and its domain.
+            assert (found[0]["mail"], found[0]["domain"]) == (alice.address, "example.co.uk")
             assert [u for u, _ in missed] == ["http://127.0.0.1:9"]
             assert call(admin, "GET", "/sessions", token=None)[0] in (401, 403)
             # Kicking needs the token; then alice's session is told and closed.

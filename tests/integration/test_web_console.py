@@ -4,6 +4,8 @@ test_web_browser.py; these are the checks a browser would hide."""
 
 from __future__ import annotations
 
+import contextlib
+import imaplib
 import json
 import secrets
 import ssl
@@ -277,3 +279,82 @@ def test_txt_with_spaces_and_quotes_round_trips_through_the_form(
     deleted = ada.post(f"/console/domains/{domain}/dns/delete", name="@", type="TXT", value='"v=x"')
     assert deleted.status_code in (200, 303), deleted.text[:300]
     assert "v=x" not in ada.get(f"/console/domains/{domain}/dns").text
+
+
+def test_domain_admin_sees_and_kicks_only_its_own_users_sessions(
+    console: ConsoleFarm, farm: Farm
+) -> None:
+    """Sessions name a domain by what the directory said at login, not by the login: erin
+    logs in by uid (``erin_example_co_uk``), and is still example.co.uk's, dora's."""
+    from tests.integration.console_helpers import API_TOKEN, DOMAIN_API_TOKEN
+
+    own, other = farm.user("erin@example.co.uk"), farm.user("frank@example.com")
+    mine = console.imap(own.uid, own.password)
+    theirs = console.imap(other.address, other.password)
+    bearer = {"Authorization": f"Bearer {DOMAIN_API_TOKEN}"}
+    customer = httpx.Client(base_url=console.web.url, headers=bearer, timeout=60)
+    staff_api = httpx.Client(
+        base_url=console.web.url, headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=60
+    )
+    try:
+        # Staff see both, each with the domain and address the directory gave.
+        listed = staff_api.get("/api/v1/sessions").json()["sessions"]
+        facts = {(s["uid"], s["mail"], s["domain"]) for s in listed}
+        assert (own.uid, own.address, "example.co.uk") in facts
+        assert (other.uid, other.address, "example.com") in facts
+
+        # The domain admin: only its own domain's, in the API and on the page.
+        for query in ({}, {"user": other.uid}, {"user": other.address}, {"user": own.uid}):
+            answer = customer.get("/api/v1/sessions", params=query)
+            assert answer.status_code == 200, answer.text
+            seen = answer.json()["sessions"]
+            assert {s["domain"] for s in seen} <= {"example.co.uk"}, seen
+            assert other.uid not in answer.text and other.address not in answer.text
+        seen = customer.get("/api/v1/sessions").json()["sessions"]
+        assert own.uid in {s["uid"] for s in seen}
+        # ...and nothing of the farm's insides: no backend host, no instance URL.
+        assert all("backend" not in s and "instance" not in s for s in seen), seen
+        dora = Staff(console.web.url, *DORA)
+        page = dora.get("/console/sessions")
+        assert page.status_code == 200, page.text[:300]
+        assert 'href="/console/sessions"' in page.text  # the menu offers the page
+        assert own.address in page.text and own.uid in page.text
+        assert other.address not in page.text and other.uid not in page.text
+        backend_host = farm.backend_of(own).host
+        assert backend_host not in page.text and "<th>Backend</th>" not in page.text
+        asked = dora.http.get("/console/sessions", params={"user": other.uid}).text
+        assert 'class="session"' not in asked and f"logged in as {other.uid}" in asked
+        marked = "<script>alert(1)</script>"
+        shown = dora.http.get("/console/sessions", params={"user": marked}).text
+        assert marked not in shown and str(escape(marked)) in shown
+
+        # Kicking another domain's user is refused as kicking a missing one is, and the
+        # session lives on.
+        ghost = f"ghost-{secrets.token_hex(3)}@example.co.uk"
+        missing = customer.post("/api/v1/sessions/kick", json={"user": ghost})
+        assert missing.status_code == 404 and missing.json()["detail"] == f"{ghost}: no such user"
+        for name in (other.address, other.uid):
+            refused = customer.post("/api/v1/sessions/kick", json={"user": name})
+            assert refused.status_code == 404, refused.text
+            assert refused.json()["detail"] == f"{name}: no such user"
+            answer = dora.post("/console/sessions/kick", user=name)
+            assert answer.status_code == 404, answer.text[:300]
+            assert f"{escape(name)}: no such user" in answer.text
+            assert other.address not in answer.text.replace(f"{name}: no such user", "")
+        assert dora.post("/console/sessions/kick", user=ghost).status_code == 404
+        assert theirs.noop()[0] == "OK"
+
+        # Its own user: kicked, and that session ends.
+        kicked = dora.post("/console/sessions/kick", user=own.address)
+        assert kicked.status_code == 303, kicked.text[:300]
+        assert f"Sessions of {own.address} kicked." in dora.get(kicked.headers["location"]).text
+        with pytest.raises((imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError)):
+            mine.noop()
+            mine.noop()
+        assert theirs.noop()[0] == "OK"
+        left = staff_api.get("/api/v1/sessions", params={"user": own.uid}).json()["sessions"]
+        assert left == []
+    finally:
+        theirs.logout()
+        with contextlib.suppress(imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError):
+            mine.logout()

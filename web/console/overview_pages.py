@@ -53,32 +53,33 @@ def register(router: APIRouter, console: Console) -> None:
             error=problem,
         )
 
-    @router.get("/sessions")
-    async def sessions(request: Request) -> Response:
+    async def sessions_page(request: Request, status: int = 200, error: str = "") -> Response:
         session, who = console.staff(request)
         user = request.query_params.get("user", "")[:320].strip()
         found, (code, problem) = await console.attempt(service.sessions, who, user or None)
         return console.render(
             "sessions.html",
             session,
-            status=code,
+            status=code if problem else status,
             title="Sessions",
             user=user,
             found=found or {"sessions": [], "unreachable": []},
-            error=problem,
+            error=problem or error,
         )
+
+    @router.get("/sessions")
+    async def sessions(request: Request) -> Response:
+        return await sessions_page(request)
 
     @router.post("/sessions/kick")
     async def kick(request: Request) -> Response:
         session, who = console.staff(request)
         fields = await console.form(request, session)
         user = fields.get("user", "").strip()
-        done, (_, problem) = await console.attempt(service.kick, who, user)
-        if problem:
-            session.flash.append(problem)
-        else:
-            session.flash.append(f"Sessions of {done['mail']} kicked.")
-        return RedirectResponse(url("sessions"), status_code=303, headers=HEADERS)
+        done, (code, problem) = await console.attempt(service.kick, who, user)
+        if problem:  # another domain's user answers 404, as a missing one does
+            return await sessions_page(request, code, problem)
+        return console.done(session, f"Sessions of {done['mail']} kicked.", url("sessions"))
 
     @router.get("/audit")
     async def audit(request: Request) -> Response:

@@ -1,4 +1,5 @@
-"""mailfarm bench: load-test a farm's IMAP/POP3/submission front door (logins, IDLE, FETCH, SMTP).
+"""mailfarm bench: load-test a farm's IMAP/POP3/ManageSieve/submission front door (logins, IDLE,
+FETCH, SMTP).
 
 Registered into the ``mailfarm`` command by :mod:`proxy.cli`. This module parses and checks
 the arguments, refuses targets that are not loopback unless ``--allow-remote`` (a load
@@ -57,7 +58,11 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _common(
-    p: argparse.ArgumentParser, workers_help: str, default_workers: int, smtp: bool = False
+    p: argparse.ArgumentParser,
+    workers_help: str,
+    default_workers: int,
+    smtp: bool = False,
+    protocols: tuple[str, ...] = ("imap", "pop3"),
 ) -> None:
     t = p.add_argument_group("target")
     t.add_argument("--host", default="127.0.0.1", help="server to load (default 127.0.0.1)")
@@ -65,17 +70,21 @@ def _common(
     if smtp:
         p.set_defaults(protocol="smtp")
     else:
-        t.add_argument("--protocol", choices=("imap", "pop3"), default="imap")
+        t.add_argument("--protocol", choices=protocols, default="imap")
     tls = t.add_mutually_exclusive_group()
     tls.add_argument(
         "--tls",
         action="store_true",
-        help="implicit TLS (port 465-style)" if smtp else "implicit TLS (IMAPS/POP3S port)",
+        help="implicit TLS (port 465-style)"
+        if smtp
+        else "implicit TLS (IMAPS/POP3S port; ManageSieve has none)",
     )
     tls.add_argument(
         "--starttls",
         action="store_true",
-        help="STARTTLS after EHLO (port 587)" if smtp else "STARTTLS / STLS after greeting",
+        help="STARTTLS after EHLO (port 587)"
+        if smtp
+        else "STARTTLS / STLS after greeting (ManageSieve: after the capabilities)",
     )
     t.add_argument("--ca", type=Path, help="CA certificate file to verify the server with")
     t.add_argument("--insecure", action="store_true", help="do not verify the certificate")
@@ -191,14 +200,17 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     """Add ``mailfarm bench`` (no proxy.toml needed: it only talks to servers)."""
     bench = subparsers.add_parser(
         "bench",
-        help="load-test IMAP/POP3 logins, IDLE sessions, FETCH throughput, SMTP submission",
+        help="load-test IMAP/POP3/ManageSieve logins, IDLE sessions, FETCH throughput,"
+        " SMTP submission",
         description=__doc__.splitlines()[0],
         epilog="Exit status: 0 no errors, 1 errors during the run, 2 bad arguments,"
         " 130 interrupted (the first Ctrl-C stops the run and still reports).",
     )
     modes = bench.add_subparsers(dest="bench_mode", required=True, metavar="MODE")
-    p = modes.add_parser("logins", help="connect → login → SELECT/STAT → logout in a loop")
-    _common(p, "concurrent connections (default 16)", 16)
+    p = modes.add_parser(
+        "logins", help="connect → login → SELECT/STAT/LISTSCRIPTS → logout in a loop"
+    )
+    _common(p, "concurrent connections (default 16)", 16, protocols=("imap", "pop3", "sieve"))
     _budget(p)
     p.add_argument(
         "--resume",
@@ -289,6 +301,14 @@ def build_spec(args: argparse.Namespace) -> Spec:
     mode = args.bench_mode
     if mode == "idle" and args.protocol != "imap":
         raise UsageError("idle is IMAP only (POP3 has no IDLE)")
+    if args.protocol == "sieve":
+        if args.tls:
+            raise UsageError(
+                "ManageSieve has no implicit-TLS port (RFC 5804): use --starttls on the"
+                " sieve port (4190), or neither"
+            )
+        if args.pipeline:
+            raise UsageError("--pipeline is IMAP/POP3/SMTP only: ManageSieve logins are not")
     resume = getattr(args, "resume", False)
     if resume and not (args.tls or args.starttls):
         raise UsageError("--resume needs --tls or --starttls")

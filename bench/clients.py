@@ -7,7 +7,8 @@ the way an operator thinks of them (refused, timed out, wrong password, server b
 They speak just enough: greeting, LOGIN / USER+PASS (optionally pipelined), SELECT / STAT,
 FETCH BODY.PEEK[] / RETR (counting bytes, not keeping them), IDLE, LOGOUT / QUIT, and
 STARTTLS / STLS. Every read has the caller's deadline around it (``asyncio.timeout``).
-This module holds the shared parts and IMAP; POP3 is in :mod:`bench.pop3client`.
+This module holds the shared parts and IMAP; POP3 is in :mod:`bench.pop3client`,
+ManageSieve in :mod:`bench.sieveclient`, SMTP submission in :mod:`bench.smtpclient`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def classify(exc: BaseException, phase: str) -> BenchError:
 class Endpoint:
     host: str
     port: int
-    protocol: str = "imap"  # "imap" | "pop3" | "smtp" (submission)
+    protocol: str = "imap"  # "imap" | "pop3" | "sieve" (ManageSieve) | "smtp" (submission)
     tls: str = "none"  # "none" | "tls" (implicit) | "starttls"
     label: str = ""
 
@@ -204,6 +205,20 @@ _QUOTABLE = re.compile(r"[\x20-\x7e]*")
 _CODE = re.compile(rb"^\S+ (?:OK|NO|BAD) \[([A-Z-]+)")
 
 
+async def read_logical_line(conn: Conn) -> tuple[bytes, int]:
+    """One response line of IMAP or ManageSieve, whose literals (``{N}`` / ``{N+}`` at a line
+    end, then N bytes) are skipped: the line's pieces around them joined, and the literal
+    bytes counted, not kept (a 10 MB FETCH stays cheap)."""
+    line = await conn.line()
+    skipped = 0
+    while (m := _LITERAL_AT_END.search(line)) is not None:
+        size = int(m.group(1))
+        await conn.discard(size)
+        skipped += size
+        line = line[: m.start()] + await conn.line()  # the rest of the line after the literal
+    return line, skipped
+
+
 def imap_string(text: str, literal_plus: bool) -> tuple[bytes, bool]:
     """An IMAP string and whether it is a synchronizing literal (needs a ``+`` first)."""
     if _QUOTABLE.fullmatch(text):
@@ -257,12 +272,8 @@ class ImapClient:
         literal_bytes = 0
         prefix = tag + b" "
         while True:
-            line = await self.conn.line()
-            while (m := _LITERAL_AT_END.search(line)) is not None:
-                size = int(m.group(1))
-                await self.conn.discard(size)
-                literal_bytes += size
-                line = await self.conn.line()  # the rest of the response after the literal
+            line, size = await read_logical_line(self.conn)
+            literal_bytes += size
             if line.startswith(prefix):
                 if line[len(prefix) : len(prefix) + 2] != b"OK":
                     raise _imap_failure(line, phase)

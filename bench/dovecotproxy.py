@@ -1,4 +1,5 @@
-"""The peer to beat: Debian's Dovecot as an IMAP/POP3 proxy in front of the farm's backends.
+"""The peer to beat: Debian's Dovecot as an IMAP/POP3/ManageSieve proxy in front of the farm's
+backends.
 
 What an operator replacing a Dovecot proxy runs today: ``passdb ldap`` with ``auth_bind``
 checks the password by binding as the user, and its ``pass_attrs`` answer ``proxy=y``,
@@ -6,6 +7,8 @@ checks the password by binding as the user, and its ``pass_attrs`` answer ``prox
 backend port per protocol; Dovecot then logs in to that backend with the client's
 password. Plain and implicit-TLS listeners with the farm's certificate, STARTTLS on the
 plain ones, as mailfarm has them, so ``mailfarm bench --compare`` puts the two side by side.
+ManageSieve (Pigeonhole's ``managesieve-login``, package dovecot-managesieved) has one
+plain listener with STARTTLS, as RFC 5804 and mailfarm's ``[sieve]`` have it.
 
 Tuned as the farm's backends are (``service_count = 0`` login processes, no auth cache, no
 anvil penalty), so neither side is slowed by something the other is spared.
@@ -15,18 +18,20 @@ from __future__ import annotations
 
 import grp
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.farm import Farm
 from bench.farm_dovecot import (
     DH_PARAMS,
+    LOGIN_PROCESS_LIMIT,
     DovecotBackend,
     auth_services,
     login_services,
 )
 from bench.farm_proc import greets, port_open
 from bench.pki import Pki
+from bench.proxyproc import free_port
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class PeerPorts:
     imaps: int
     pop3: int
     pop3s: int
+    sieve: int = field(default_factory=free_port)  # ManageSieve, STARTTLS only
 
 
 def proxy_ldap_conf(
@@ -44,9 +50,16 @@ def proxy_ldap_conf(
     service_password: str,
     imap_port: int,
     pop3_port: int,
+    sieve_port: int,
 ) -> str:
-    """The passdb that makes Dovecot a proxy; ``%s`` is the service (imap or pop3)."""
-    port = f"%{{if;%s;eq;imap;{imap_port};{pop3_port}}}"
+    """The passdb that makes Dovecot a proxy; ``%s`` is the service (imap, pop3 or sieve).
+
+    The port is three ``%{if}`` side by side, of which exactly one is not empty: simpler
+    than nesting them, which would need the inner one's ``;`` escaped."""
+    port = "".join(
+        f"%{{if;%s;eq;{service};{number};}}"
+        for service, number in (("imap", imap_port), ("pop3", pop3_port), ("sieve", sieve_port))
+    )
     return f"""uris = {uri}
 dn = {service_dn}
 dnpass = {service_password}
@@ -69,7 +82,7 @@ instance_name = mailfarm-{name}
 base_dir = {directory}/run
 state_dir = {directory}/state
 log_path = {directory}/dovecot.log
-protocols = imap pop3
+protocols = imap pop3 sieve
 listen = {host}
 login_greeting = {name} ready.
 disable_plaintext_auth = no
@@ -93,6 +106,19 @@ userdb {{
   args = uid=dovenull gid=dovenull home=/nonexistent
 }}
 {login_services(ports.imap, ports.imaps, ports.pop3, ports.pop3s)}
+service managesieve-login {{
+  inet_listener sieve {{
+    port = {ports.sieve}
+  }}
+  service_count = 0
+  process_min_avail = 1
+  process_limit = {LOGIN_PROCESS_LIMIT}
+  vsz_limit = 1G
+}}
+# Proxied sessions never reach a managesieve (post-login) process here.
+service managesieve {{
+  process_limit = 1
+}}
 service lmtp {{
   process_limit = 1
 }}
@@ -117,12 +143,15 @@ class DovecotProxy(DovecotBackend):
         service_password: str,
         imap_port: int,
         pop3_port: int,
+        sieve_port: int,
     ) -> None:
         for sub in ("run", "state"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         ldap = self.directory / "dovecot-ldap.conf.ext"
         ldap.write_text(
-            proxy_ldap_conf(uri, base_dn, service_dn, service_password, imap_port, pop3_port)
+            proxy_ldap_conf(
+                uri, base_dn, service_dn, service_password, imap_port, pop3_port, sieve_port
+            )
         )
         os.chown(ldap, 0, grp.getgrnam("dovecot").gr_gid)  # the auth process reads a secret
         ldap.chmod(0o640)
@@ -140,7 +169,11 @@ class DovecotProxy(DovecotBackend):
         p = self.peer_ports
         if not all(port_open(self.host, port) for port in (p.imaps, p.pop3s)):
             return False
-        return greets(self.host, p.imap, b"* OK") and greets(self.host, p.pop3, b"+OK")
+        return (
+            greets(self.host, p.imap, b"* OK")
+            and greets(self.host, p.pop3, b"+OK")
+            and greets(self.host, p.sieve, b'"IMPLEMENTATION"')
+        )
 
 
 def start_peer(
@@ -156,6 +189,7 @@ def start_peer(
         farm.service_password,
         backend.imap_port,
         backend.pop3_port,
+        backend.sieve_port,
     )
     peer.start()
     return peer

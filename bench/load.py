@@ -36,6 +36,7 @@ from bench.clients import (
 from bench.patterns import Credential, Pattern
 from bench.pop3client import Pop3Client
 from bench.procstat import cpu_by_root
+from bench.sieveclient import SieveClient
 from bench.smtpclient import SmtpClient
 from bench.stats import Samples
 
@@ -205,7 +206,8 @@ class Clock:
 
 
 class Session:
-    """A logged-in IMAP or POP3 session, built step by step so each phase can be timed."""
+    """A logged-in IMAP, POP3 or ManageSieve session (or an SMTP one, authenticated), built
+    step by step so each phase can be timed."""
 
     def __init__(
         self, endpoint: Endpoint, options: Options, context: ssl.SSLContext | None = None
@@ -219,6 +221,7 @@ class Session:
         self.imap: ImapClient | None = None
         self.pop3: Pop3Client | None = None
         self.smtp: SmtpClient | None = None
+        self.sieve: SieveClient | None = None
         self.tls_reused: bool | None = None  # set once a TLS handshake is done
 
     def _note_handshake(self) -> None:
@@ -247,6 +250,8 @@ class Session:
         if ep.protocol == "smtp":
             await self._open_smtp(user, t)
             return 0
+        if ep.protocol == "sieve":
+            return await self._open_sieve(user, t, select)
         if ep.protocol == "imap":
             self.imap = ImapClient(self.conn)
             await self.imap.greeting()
@@ -279,6 +284,25 @@ class Session:
             t = self._lap("login", t, "select")
             count = await self.pop3.stat() if select else 0
         self._lap("select", t, "ready")
+        return count
+
+    async def _open_sieve(self, user: Credential, t: float, select: bool) -> int:
+        """Capabilities (STARTTLS, capabilities again) as ``greeting``, AUTHENTICATE as
+        ``login``, LISTSCRIPTS as ``list``; returns the number of scripts."""
+        assert self.conn is not None
+        ep = self.endpoint
+        self.sieve = SieveClient(self.conn)
+        await self.sieve.greeting()
+        if ep.tls == "starttls":
+            assert self.context is not None
+            self.phase = "starttls"
+            await self.sieve.starttls(self.context, self.options.sni or ep.host)
+            self._note_handshake()
+        t = self._lap("greeting", t, "login")
+        await self.sieve.login(user)
+        t = self._lap("login", t, "list")
+        count = await self.sieve.listscripts() if select else 0
+        self._lap("list", t, "ready")
         return count
 
     async def _open_smtp(self, user: Credential, t: float) -> None:
@@ -316,6 +340,8 @@ class Session:
             await self.pop3.quit()
         elif self.smtp is not None:
             await self.smtp.quit()
+        elif self.sieve is not None:
+            await self.sieve.logout()
         if "logout" not in self.phases:
             self.phases["logout"] = time.perf_counter() - t
         if self.conn is not None and isinstance(self.context, ResumingContext):

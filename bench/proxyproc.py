@@ -143,6 +143,17 @@ def farm_config(
     return sections
 
 
+def sieve_section(farm: Farm, port: int) -> dict[str, Any]:
+    """``[sieve]`` listening on ``port``, to the ManageSieve port every backend of the farm
+    shares (Pigeonhole, timsieved); for ``farm_config(farm, ports, sieve=sieve_section(...))``."""
+    backend = next(b for b in farm.backends.values() if b.sieve_port)
+    return {
+        "listen": [f"127.0.0.1:{port}"],
+        "backend_port": backend.sieve_port,
+        "backend_timeout": 5,
+    }
+
+
 class MailfarmProcess:
     """``mailfarm serve`` (or ``web``) with a generated config; waits until every listener
     accepts."""

@@ -1,7 +1,8 @@
 """``python -m bench.standup``: a farm with bulk users and mailfarm in front, for load tests.
 
 Writes what a bench run needs (ports, pids, CA; with ``--peer`` also a Dovecot proxy in
-front of the same backends, the peer mailfarm is measured against) as JSON to ``--info``
+front of the same backends, the peer mailfarm is measured against; IMAP, POP3 and
+ManageSieve ports of all three: mailfarm, the peer, each backend) as JSON to ``--info``
 and keeps everything up until Ctrl-C, SIGTERM or ``--for`` seconds, so ``mailfarm bench``
 runs can be pointed at it from another shell. BENCHMARKS.md uses it.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from bench.dovecotproxy import PeerPorts, start_peer
 from bench.farm import Farm
-from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port
+from bench.proxyproc import MailfarmProcess, ProxyPorts, farm_config, free_port, sieve_section
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     with Farm(bulk_users=args.bulk_users) as farm, tempfile.TemporaryDirectory() as tmp:
         ports = ProxyPorts()
-        sections = farm_config(farm, ports, proxy=overrides)
+        sieve_port = free_port()
+        sections = farm_config(farm, ports, proxy=overrides, sieve=sieve_section(farm, sieve_port))
         with MailfarmProcess(Path(tmp), sections, "bench-mailfarm") as proc:
             assert proc.proc is not None
             info = {
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                     "imaps": ports.imaps,
                     "pop3": ports.pop3,
                     "pop3s": ports.pop3s,
+                    "sieve": sieve_port,
                     "pid": proc.proc.pid,
                 },
                 "backends": {
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         "imap": b.imap_port,
                         "pop3": b.pop3_port,
                         "lmtp": b.lmtp_port,
+                        **({"sieve": b.sieve_port} if b.sieve_port else {}),
                     }
                     for name, b in farm.backends.items()
                 },
@@ -80,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             }
             peer = None
             if args.peer:
-                ports_ = PeerPorts(free_port(), free_port(), free_port(), free_port())
+                ports_ = PeerPorts(free_port(), free_port(), free_port(), free_port(), free_port())
                 peer = start_peer(farm, Path(tmp) / "dovecot-proxy", ports_)
                 info["dovecot_proxy"] = {
                     "imap": ports_.imap,
                     "imaps": ports_.imaps,
                     "pop3": ports_.pop3,
                     "pop3s": ports_.pop3s,
+                    "sieve": ports_.sieve,
                     "pid": peer.pid,
                 }
             args.info.write_text(json.dumps(info, indent=1))

@@ -15,6 +15,7 @@ import pytest
 from bench.dovecotproxy import DovecotProxy, PeerPorts, start_peer
 from bench.farm import Farm
 from bench.proxyproc import free_port
+from tests.integration.sieveclient import SieveClient, SieveError
 
 
 @pytest.fixture(scope="module")
@@ -57,3 +58,30 @@ def test_pop3_and_a_wrong_password(farm: Farm, peer: DovecotProxy) -> None:
         client.login(user.address, "wrong")
     client.logout()
     assert isinstance(peer, DovecotProxy) and Path(peer.log).exists()
+
+
+def test_sieve_reaches_the_users_own_backend(farm: Farm, peer: DovecotProxy) -> None:
+    """A script uploaded through the peer is on the user's backend and only there (each
+    backend accepts every user, so a misrouted login would put it on the other one)."""
+    name = f"peer-{secrets.token_hex(4)}"
+    context = ssl.create_default_context(cafile=str(farm.pki.ca_cert))
+    for backend, other in (("mail1", "mail2"), ("mail2", "mail1")):
+        user = next(u for u in farm.users if u.backend == backend and "@" in u.address)
+        with SieveClient("127.0.0.1", peer.peer_ports.sieve) as client:
+            assert "STARTTLS" in client.capabilities
+            client.starttls(context, server_hostname="localhost")
+            client.authenticate_plain(user.address, user.password)
+            client.putscript(name, "keep;\n")
+            client.logout()
+        for where, present in ((backend, True), (other, False)):
+            b = farm.backends[where]
+            with SieveClient(b.host, b.sieve_port) as client:
+                client.authenticate_plain(user.uid, user.password)
+                assert ((name, False) in client.listscripts()) is present, (user, where)
+                if present:
+                    client.deletescript(name)
+                client.logout()
+    with SieveClient("127.0.0.1", peer.peer_ports.sieve) as client:
+        with pytest.raises(SieveError) as refused:
+            client.authenticate_plain(user.address, "wrong")
+        assert refused.value.status == "NO"

@@ -89,7 +89,8 @@ class Backend:
     pop3s_port: int
     lmtp_port: int
     kind: str = "dovecot"  # or "cyrus"; last, with a default, so positional use still works
-    #: ManageSieve (RFC 5804) on Dovecot backends (Pigeonhole); 0 on Cyrus, which runs none.
+    #: ManageSieve (RFC 5804): Pigeonhole on Dovecot, timsieved on Cyrus; one port for all,
+    #: as mailfarm has one ``[sieve] backend_port``.
     sieve_port: int = 0
 
 
@@ -286,7 +287,9 @@ class Farm:
             kind = BACKEND_KINDS[name]
             server: DovecotBackend | CyrusBackend
             if kind == "cyrus":
-                server = CyrusBackend(name, host, self.workdir / name, dports, self.pki)
+                server = CyrusBackend(
+                    name, host, self.workdir / name, dports, self.pki, sieve_port=sieve_port
+                )
                 server.configure(
                     settings,
                     self.cyrus_admin_user,
@@ -306,9 +309,7 @@ class Farm:
                 )
                 _add_pigeonhole(server, sieve_port)
             self._servers[name] = server
-            self.backends[name] = Backend(
-                name, host, *ports, kind=kind, sieve_port=sieve_port if kind == "dovecot" else 0
-            )
+            self.backends[name] = Backend(name, host, *ports, kind=kind, sieve_port=sieve_port)
         # Cyrus takes longest to come up (a database recovery, then its services): first.
         for server in sorted(self._servers.values(), key=lambda s: isinstance(s, DovecotBackend)):
             server.spawn()

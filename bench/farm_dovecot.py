@@ -15,6 +15,9 @@ Choices that tests depend on, and why:
   loopback, and one wrong password would otherwise delay every later login by 2-15 s.
 * ``login_trusted_networks = 127.0.0.0/8``: the proxy may forward the client's address
   (IMAP ``ID x-originating-ip``, POP3 ``XCLIENT``); Dovecot ignores both from untrusted peers.
+* Quota: the ``quota`` plugin (``count`` backend) with the limit from the userdb:
+  ``QUOTA_ATTRIBUTE`` in KiB, the farm's ``[directory] quota_attribute``; a user without it
+  has no limit. Dovecot reads it at each login, so ``mailfarm user quota`` sends nothing.
 * Both backends accept every user in the directory (the filters do not look at
   ``mailHost``): routing is the proxy's job, and a misrouted login shows up as an empty,
   separate mailbox on the wrong backend, which tests can detect by its greeting.
@@ -43,6 +46,9 @@ PROCESS_LIMIT = 5000
 LOGIN_PROCESS_LIMIT = 100
 #: What doveconf demands of auth/anvil for the limits above (it warns at start otherwise).
 AUTH_CLIENT_LIMIT = 2 * PROCESS_LIMIT + 4 * LOGIN_PROCESS_LIMIT + 100
+#: The user entries' quota in KiB ([directory] quota_attribute of the farm's configs): the
+#: farm loads no ISPMan schema (mailQuota), and inetOrgPerson allows roomNumber.
+QUOTA_ATTRIBUTE = "roomNumber"
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,15 @@ mail_gid = {mail.pw_gid}
 first_valid_uid = {mail.pw_uid}
 first_valid_gid = {mail.pw_gid}
 mail_location = maildir:~/Maildir
+# Quota: the limit is the userdb's quota_rule (see _ldap_conf); none there, no limit.
+mail_plugins = $mail_plugins quota
+protocol imap {{
+  mail_plugins = $mail_plugins imap_quota
+}}
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+}}
 # The personal namespace with the folders mail clients look for by special use (RFC 6154),
 # as Debian's 15-mailboxes.conf has them; none is created until someone creates it.
 namespace inbox {{
@@ -208,7 +223,9 @@ service imap-urlauth-login {{
 def _ldap_conf(ldap: LdapSettings, storage: Path) -> str:
     # One file for passdb and userdb: Dovecot then shares one LDAP connection between them.
     # %u arrives LDAP-escaped; pass_attrs renames an address login to its uid, and user_attrs
-    # does the same for LMTP recipients, so both forms reach one mailbox.
+    # does the same for LMTP recipients, so both forms reach one mailbox. The quota field is
+    # in the attr=field=template form, which Dovecot leaves out when the entry has no value.
+    quota = f"{QUOTA_ATTRIBUTE}=quota_rule=*:storage=%$k"
     return f"""uris = {ldap.uri}
 dn = {ldap.service_dn}
 dnpass = {ldap.service_password}
@@ -220,7 +237,7 @@ deref = never
 pass_filter = (|(uid=%u)(mail=%u))
 pass_attrs = uid=user
 user_filter = (|(uid=%u)(mail=%u))
-user_attrs = =user=%{{ldap:uid}}, =home={storage}/%{{ldap:uid}}
+user_attrs = =user=%{{ldap:uid}}, =home={storage}/%{{ldap:uid}}, {quota}
 iterate_filter = (objectClass=inetOrgPerson)
 iterate_attrs = uid=user
 """

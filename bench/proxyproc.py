@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.farm import Farm
+from bench.farm_dovecot import QUOTA_ATTRIBUTE
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -113,6 +114,7 @@ def farm_config(
             "cache_ttl": 60,
             "negative_ttl": 5,
             "timeout": 3,
+            "quota_attribute": QUOTA_ATTRIBUTE,  # what the farm's Dovecot userdb reads
         },
         "proxy": {
             "trusted_networks": ["127.0.0.0/8"] if trusted else [],

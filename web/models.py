@@ -15,7 +15,7 @@ class NewUser(Body):
     address: str = Field(max_length=320)
     password: str = Field(min_length=1, max_length=MAX_PASSWORD)
     host: str | None = Field(default=None, max_length=253)
-    quota: int | None = Field(default=None, ge=0, description="KiB, [directory] quota_attribute")
+    quota: int | None = Field(default=None, ge=1, description="KiB, [directory] quota_attribute")
 
 
 class NewPassword(Body):
@@ -44,4 +44,4 @@ class NewDomain(Body):
 
 
 class Quota(Body):
-    quota: int | None = Field(ge=0, description="KiB; null removes it")
+    quota: int | None = Field(ge=1, description="KiB (from 1); null removes it")

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
-from directory.provision.ldapwrite import REPLACE, LdapWriter
+from directory.provision.ldapwrite import LdapWriter
 from directory.settings import ToolConfig
 from web.audit import Actor, Audit
 from web.auth import require, require_domain
@@ -89,7 +89,8 @@ class Service:
 
     @staticmethod
     def may_role(role: str, action: str) -> bool:
-        """For the console's menus only: what to offer. Every method checks again."""
+        """What a role may do, without raising: what the console offers and what a listing
+        shows. Every method that changes something checks with :func:`require` again."""
         from web.auth import RULES
 
         return role in RULES[action]
@@ -149,17 +150,13 @@ class Service:
         require_domain(who.principal, "users.write", domain, hidden)
         if host is not None:
             require(who.principal, "users.place")
-        attr = self.settings.directory.quota_attribute
-        if quota is not None and not attr:
+        if quota is not None and not self.settings.directory.quota_attribute:
             raise Problem(422, "no [directory] quota_attribute is set", field="quota")
         with self.audit.change(who, "user.add", address, domain) as note:
             with self._ldap() as writer:
-                user = add_user(self.settings, writer, address, password, host)
+                user = add_user(self.settings, writer, address, password, host, quota_kb=quota)
                 forget_domain(domain)  # the users page shows the new user at once
                 note["detail"] = f"on {user.host}"
-                if quota is not None:
-                    writer.modify(user.dn, {attr: [(REPLACE, [str(quota)])]})
-                    user = self._found_user(who, writer, user.mail)
                 return user_dict(user)
 
     def user(self, who: Actor, address: str) -> dict[str, Any]:
@@ -208,14 +205,15 @@ class Service:
             return set_login_disabled(self.settings, writer, user.uid, disabled).as_dict()
 
     def set_quota(self, who: Actor, address: str, quota: int | None) -> dict[str, Any]:
-        """``None`` removes the quota (the backend's default applies)."""
-        attr = self.settings.directory.quota_attribute
-        if not attr:
+        """``None`` removes the quota (the backend's default applies). Written to LDAP and
+        applied on the user's backend, as ``mailfarm user quota`` does."""
+        from directory.provision.users import set_quota
+
+        if not self.settings.directory.quota_attribute:
             raise Problem(422, "no [directory] quota_attribute is set", field="quota")
         with self._changing(who, "users.write", "user.quota", address) as (writer, user, note):
             note["detail"] = "none" if quota is None else f"{quota} KiB"
-            writer.modify(user.dn, {attr: [(REPLACE, [] if quota is None else [str(quota)])]})
-            return user_dict(self._found_user(who, writer, user.mail))
+            return set_quota(self.settings, writer, user.uid, quota).as_dict()
 
     def move(
         self, who: Actor, address: str, to: str, force: bool = False, keep_old: bool = False

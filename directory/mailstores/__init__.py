@@ -57,6 +57,12 @@ class Mailstore:
         """Remove the mailbox and everything in it, telling truthfully what was kept."""
         raise NotImplementedError
 
+    def set_quota(self, uid: str, quota_kb: int | None) -> bool:
+        """Make the backend hold the mailbox to ``quota_kb`` KiB (``None``: no quota), the
+        value just written to ``[directory] quota_attribute``. True when it holds from now on;
+        False when the server reads it from the directory itself, at the user's next login."""
+        raise NotImplementedError
+
     def reset(self, uid: str) -> int:
         """Leave the mailbox existing and empty (a partial copy undone); messages removed."""
         raise NotImplementedError

@@ -6,8 +6,12 @@ mailboxes ``user.<uid>``, made and removed by an admin (``admins:`` in imapd.con
   and ``INBOX.Sent``.
 * Creating: ``CREATE user.<uid>`` as the admin itself (a user cannot create its own INBOX
   when ``autocreate_quota`` is -1), then ``SETQUOTA`` when a quota is known.
+* Quota: Cyrus keeps it in its own quota database, not in LDAP, so a changed
+  ``[directory] quota_attribute`` is sent at once: ``SETQUOTA user.<uid> (STORAGE <KiB>)``,
+  or ``SETQUOTA user.<uid> ()`` to remove the limit (and the quota root with it).
 * Emptying (undoing a partial copy) is deleting and creating again: Cyrus refuses to
-  DELETE a special-use folder (``specialuse_protect``), even for its owner.
+  DELETE a special-use folder (``specialuse_protect``), even for its owner. Deleting takes
+  the quota root with it, so the limit is read first and set again.
 * Deleting: admins have no ``x`` right on users' mailboxes by default, so the admin grants
   itself all rights first, then ``DELETE user.<uid>`` takes the folders below with it. With
   ``delete_mode: delayed`` Cyrus keeps the mailbox as ``DELETED.user.<uid>.<stamp>``
@@ -69,6 +73,19 @@ class Cyrus(Mailstore):
             if quota_kb is not None:
                 admin.run(b"SETQUOTA", arg, [b"(STORAGE %d)" % quota_kb])
 
+    def set_quota(self, uid: str, quota_kb: int | None) -> bool:
+        name = mailbox_name(uid)
+        limits = b"()" if quota_kb is None else b"(STORAGE %d)" % quota_kb
+        with self.open_admin() as admin:
+            arg = astring(name, admin.literal_plus)
+            response = admin.run(b"SETQUOTA", arg, [limits], check=False)
+            if response.status != "OK" and not (
+                # Removing a quota the mailbox does not have is what was asked for: done.
+                quota_kb is None and _exists(admin, name) and _storage_limit(admin, name) is None
+            ):
+                raise ImapError(admin.address, "SETQUOTA", response.status, response.text)
+        return True
+
     def delete(self, uid: str) -> Removal:
         name = mailbox_name(uid)
         with self.open_admin() as admin:
@@ -87,8 +104,10 @@ class Cyrus(Mailstore):
     def reset(self, uid: str) -> int:
         """Delete and create again: Cyrus protects special-use folders from DELETE
         (``specialuse_protect``), but not a whole user removed by its admin."""
+        with self.open_admin() as admin:
+            quota_kb = _storage_limit(admin, mailbox_name(uid))
         removed = self.delete(uid).messages
-        self.create(uid)
+        self.create(uid, quota_kb)
         return removed
 
     @staticmethod
@@ -114,3 +133,18 @@ def _list(client: ImapClient, pattern: bytes) -> list[bytes]:
 
 def _exists(client: ImapClient, name: bytes) -> bool:
     return bool(_list(client, name))
+
+
+def _storage_limit(client: ImapClient, name: bytes) -> int | None:
+    """The ``STORAGE`` limit (KiB) of quota root ``name``, or ``None`` when it has none."""
+    response = client.run(b"GETQUOTA", astring(name, client.literal_plus), check=False)
+    if response.status != "OK":
+        return None  # no such quota root
+    for item in response.untagged:
+        tokens = parse_response(item)
+        if len(tokens) >= 3 and word(tokens[0]) == "QUOTA" and isinstance(tokens[2], list):
+            resources = tokens[2]
+            for i in range(0, len(resources) - 2, 3):
+                if word(resources[i]) == "STORAGE":
+                    return int(bytes(resources[i + 2]))
+    return None

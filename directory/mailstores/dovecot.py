@@ -4,8 +4,10 @@ The master user logs in as ``uid<separator>master`` (``[provision] master_separa
 Dovecot's ``auth_master_user_separator``) and then sees exactly what the user sees. A
 mailbox needs no creating: Dovecot makes the store at its first SELECT, and removing one
 means emptying it (the home directory stays, as a fresh login would make it anyway).
-Quota comes from the userdb (e.g. ``user_attrs = ..., =quota_rule=*:storage=%{ldap:mailQuota}k``),
-so ``create`` leaves it to Dovecot. Its LMTP takes the address, as its userdb finds either.
+Quota comes from the userdb (``user_attrs = ..., mailQuota=quota_rule=*:storage=%$k``, the
+attribute of ``[directory] quota_attribute``), so neither ``create`` nor ``set_quota`` sends
+anything: Dovecot reads the attribute at each login. Its LMTP takes the address, as its userdb
+finds either.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class Dovecot(Mailstore):
 
     def delete(self, uid: str) -> Removal:
         return Removal(self.reset(uid))
+
+    def set_quota(self, uid: str, quota_kb: int | None) -> bool:
+        """Nothing to send: the userdb's ``quota_rule`` comes from the attribute just written,
+        so the quota holds from the user's next login (or delivery) on. Sessions already open
+        keep the limit they started with."""
+        return False
 
     def reset(self, uid: str) -> int:
         with self.open_user(uid) as client:

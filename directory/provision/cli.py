@@ -165,11 +165,35 @@ def domain_del(args: argparse.Namespace, settings: ToolConfig, writer: LdapWrite
 
 
 def user_add(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
-    from directory.provision.users import add_user
+    from directory.provision.users import add_user, quota_attribute
 
+    if args.quota is not None:
+        quota_attribute(settings)  # before asking for a password
     password = read_password(args.password_file)
-    user = add_user(settings, writer, args.address, password, args.host)
-    _emit(args, user.as_dict(), [f"{user.mail} added as {user.uid} on {user.host}"])
+    user = add_user(settings, writer, args.address, password, args.host, quota_kb=args.quota)
+    data, line = user.as_dict(), f"{user.mail} added as {user.uid} on {user.host}"
+    if user.quota_kb is not None:
+        data["quota_kb"] = user.quota_kb
+        line += f" with a quota of {user.quota_kb} KiB"
+    _emit(args, data, [line])
+    return EXIT_OK
+
+
+def _quota_arg(text: str) -> int | None:
+    """An argparse type: KiB as a whole number, or ``none`` (argparse exits 2 otherwise)."""
+    if text.strip().lower() == "none":
+        return None
+    return _count(1)(text)  # the upper bound is the service's (users.check_quota)
+
+
+def user_quota(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter) -> int:
+    from directory.provision.users import set_quota
+
+    change = set_quota(settings, writer, args.login, args.kib)
+    user = change.user
+    what = f"{user.quota_kb} KiB" if user.quota_kb is not None else "none"
+    when = "applied now" if change.applied else "applies at the user's next login"
+    _emit(args, change.as_dict(), [f"quota of {user.mail} on {user.host}: {what} ({when})"])
     return EXIT_OK
 
 
@@ -236,6 +260,8 @@ def user_show(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter
 
     user = find_user(settings, writer, args.login)
     data = user.as_dict()
+    if settings.directory.quota_attribute:
+        data["quota_kb"] = user.quota_kb
     _emit(args, data, [f"{key}: {value}" for key, value in data.items()])
     return EXIT_OK
 
@@ -738,7 +764,8 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p.add_argument("--force", action="store_true", help="delete its users and mailboxes first")
 
     group = subparsers.add_parser(
-        "user", help="add, delete, disable, enable, list, show, move, kick and flush users"
+        "user",
+        help="add, delete, disable, enable, set quotas, list, show, move, kick and flush users",
     )
     sub = group.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = _leaf(sub, "add", "add a user: entry and mailbox", user_add, add_config)
@@ -746,6 +773,12 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
     p.add_argument("--password-file", metavar="F", help="read the password from F (- = stdin)")
     p.add_argument(
         "--host", metavar="H", help="backend (default: fewest users of [provision] hosts)"
+    )
+    p.add_argument(
+        "--quota",
+        metavar="KIB",
+        type=_count(1),
+        help="mailbox quota in KiB ([directory] quota_attribute)",
     )
     p = _leaf(sub, "del", "delete a user's mailbox and entry", user_del, add_config)
     p.add_argument("login", help="uid or address")
@@ -769,6 +802,16 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
         add_config,
     )
     p.add_argument("login", help="uid or address")
+    p = _leaf(
+        sub,
+        "quota",
+        "set or remove a user's quota: [directory] quota_attribute, and the user's backend "
+        "(Cyrus at once, Dovecot from the user's next login)",
+        user_quota,
+        add_config,
+    )
+    p.add_argument("login", help="uid or address")
+    p.add_argument("kib", metavar="KIB|none", type=_quota_arg, help="KiB, or none to remove it")
     p = _leaf(sub, "list", "list users", user_list, add_config)
     p.add_argument("--domain", metavar="D", help="only the users of domain D")
     p = _leaf(sub, "show", "show one user's entry", user_show, add_config)

@@ -108,6 +108,37 @@ def _quota(value: str | None) -> int | None:
     return int(value) if value is not None and value.strip().isdigit() else None
 
 
+#: The largest quota accepted (KiB): 2**53 - 1, exact in every JSON reader, far past any disk.
+MAX_QUOTA_KB = 2**53 - 1
+
+
+def quota_attribute(settings: ToolConfig) -> str:
+    """``[directory] quota_attribute``, or a UsageError: a quota was given with nowhere to go."""
+    attr = settings.directory.quota_attribute
+    if not attr:
+        raise UsageError(
+            "a quota needs [directory] quota_attribute: the LDAP attribute (KiB) the backends "
+            "read it from; none is set"
+        )
+    return attr
+
+
+def check_quota(quota_kb: int | None) -> int | None:
+    """A quota in whole KiB, at least 1 (``None``: no quota); UsageError otherwise.
+
+    0 is refused: Cyrus would take it as "no mail at all" and Dovecot as "unlimited".
+    """
+    if quota_kb is None:
+        return None
+    if isinstance(quota_kb, bool) or not isinstance(quota_kb, int):
+        raise UsageError(f"quota: {quota_kb!r} is not a whole number of KiB")
+    if not 1 <= quota_kb <= MAX_QUOTA_KB:
+        raise UsageError(
+            f"quota: {quota_kb} KiB: must be from 1 to {MAX_QUOTA_KB} (none removes the quota)"
+        )
+    return quota_kb
+
+
 def user_attributes(settings: ToolConfig) -> tuple[str, ...]:
     d = settings.directory
     names = ("uid", "mail", d.host_attribute, d.disabled_attribute, d.quota_attribute)
@@ -181,12 +212,16 @@ def add_user(
     host: str | None = None,
     counts: dict[str, int] | None = None,
     replicate: bool = True,
+    quota_kb: int | None = None,
 ) -> User:
     """Create the entry, then the mailbox on its host; undo the entry if the mailbox fails.
 
     ``counts`` (host → users) lets a bulk import place users without counting again.
     ``replicate`` waits until the consumers show the new entry (``[provision] uri``).
+    ``quota_kb`` goes into ``[directory] quota_attribute`` and to the mailbox's backend.
     """
+    quota_kb = check_quota(quota_kb)
+    attr = quota_attribute(settings) if quota_kb is not None else ""
     local, domain = check_address(address)
     address = f"{local}@{domain}"
     uid = uid_for_address(address)
@@ -209,20 +244,19 @@ def add_user(
     if writer.get(users_dn, ("1.1",)) is None:
         writer.add(users_dn, ["organizationalUnit"], {"ou": "users"})
     dn = f"uid={escape_rdn(uid)},{users_dn}"
-    writer.add(
-        dn,
-        USER_CLASSES,
-        {
-            "uid": uid,
-            "mail": address,
-            "cn": address,
-            "sn": local,
-            settings.directory.host_attribute: host,
-            "userPassword": hashed,
-        },
-    )
+    attrs = {
+        "uid": uid,
+        "mail": address,
+        "cn": address,
+        "sn": local,
+        settings.directory.host_attribute: host,
+        "userPassword": hashed,
+    }
+    if quota_kb is not None:
+        attrs[attr] = str(quota_kb)
+    writer.add(dn, USER_CLASSES, attrs)
     try:
-        mailstore_for(settings, host).create(uid)
+        mailstore_for(settings, host).create(uid, quota_kb)
     except ProvisionError as exc:
         raise _remove_entry_after(writer, dn, exc) from None
     except BaseException:
@@ -231,7 +265,7 @@ def add_user(
     if counts is not None:
         counts[host] = counts.get(host, 0) + 1
     replication = after_write(settings, writer, dn) if replicate else None
-    return User(dn, uid, address, host, False, replication=replication)
+    return User(dn, uid, address, host, False, quota_kb, replication)
 
 
 # -- changes every proxy must see at once -----------------------------------------------
@@ -383,3 +417,54 @@ def set_login_disabled(
     user = replace(user, login_disabled=disabled)
     done = f"logins of {user.mail} {'disabled' if disabled else 'enabled'}"
     return _apply(settings, writer, user, kick=disabled, done=done, extra={})
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaChange:
+    """A quota written to LDAP and given to the user's backend.
+
+    No proxy is told: they route by host and uid and never read the quota, so they cache
+    nothing of it. ``applied`` says whether the backend holds the new limit already (Cyrus)
+    or takes it from the directory at the user's next login (Dovecot).
+    """
+
+    user: User
+    applied: bool
+    replication: Replication | None = None
+    warnings: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        shown = self.replication.as_dict() if self.replication is not None else {}
+        return {
+            **self.user.as_dict(),
+            "quota_kb": self.user.quota_kb,
+            "quota_applied": "now" if self.applied else "at next login",
+            **shown,
+            "warnings": list(self.warnings),
+        }
+
+
+def set_quota(
+    settings: ToolConfig, writer: LdapWriter, login: str, quota_kb: int | None
+) -> QuotaChange:
+    """Write ``[directory] quota_attribute`` (``None`` removes it), then apply it on the
+    user's backend. LDAP first: it is what every backend and a later move go by, and a
+    backend that failed is brought in line by running the same change again."""
+    quota_kb = check_quota(quota_kb)
+    attr = quota_attribute(settings)
+    user = find_user(settings, writer, login)
+    # REPLACE with no value removes the attribute, and is no error when it is absent.
+    writer.modify(user.dn, {attr: [(REPLACE, [] if quota_kb is None else [str(quota_kb)])]})
+    user = replace(user, quota_kb=quota_kb)
+    what = f"{quota_kb} KiB" if quota_kb is not None else "none"
+    done = f"quota of {user.mail} set to {what} in LDAP"
+    # Dovecot reads the userdb from its consumer: the change must be there before it counts.
+    replication = after_write(settings, writer, user.dn)
+    try:
+        applied = mailstore_for(settings, user.host).set_quota(user.uid, quota_kb)
+    except ProvisionError as exc:
+        raise exc.amended(
+            f"{done}, but not on {user.host}: {exc}; run the same change again to apply it"
+        ) from None
+    lagging = replication.warnings(done) if replication is not None else ()
+    return QuotaChange(user, applied, replication, lagging)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from bench.farm import BACKEND_HOSTS, Farm
+from bench.farm_dovecot import QUOTA_ATTRIBUTE
 from bench.proxyproc import (
     MailfarmProcess,
     ProxyPorts,
@@ -50,6 +51,7 @@ def provision_sections(farm: Farm, **overrides: dict[str, Any]) -> dict[str, dic
             "bind_dn": farm.service_dn,
             "bind_password": farm.service_password,
             "disabled_attribute": DISABLED_ATTRIBUTE,
+            "quota_attribute": QUOTA_ATTRIBUTE,  # what the farm's Dovecot userdb reads
             "timeout": 3,
         },
         "admin": {"token": ADMIN_TOKEN},

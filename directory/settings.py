@@ -302,6 +302,22 @@ class Backends:
         return tuple(b.host for b in self.listed if b.kind == kind)
 
 
+class SieveBackendConfig(Protocol):
+    """What the admin tool reads of ``[sieve]`` (the proxy's section, whose backend keys say
+    how the farm's backends speak ManageSieve): a move copies users' Sieve scripts there."""
+
+    @property
+    def backend_port(self) -> int: ...
+    @property
+    def backend_tls(self) -> str: ...  # none, starttls, tls
+    @property
+    def backend_tls_verify(self) -> bool: ...
+    @property
+    def backend_ca(self) -> Path | None: ...
+    @property
+    def backend_timeout(self) -> float: ...
+
+
 class ToolConfig(Protocol):
     """What the directory layer and the admin tool read of a whole configuration."""
 
@@ -315,6 +331,8 @@ class ToolConfig(Protocol):
     def backends(self) -> Backends: ...
     @property
     def admin_token(self) -> str: ...
+    @property
+    def sieve(self) -> SieveBackendConfig: ...  # [sieve]; moves only (Sieve scripts)
 
 
 def directory_settings(path: Path, table: Any) -> DirectorySettings:

@@ -20,6 +20,7 @@ from pathlib import Path
 from common.configschema import ConfigError
 from directory.model import Route
 from directory.provision.imapclient import ImapClient
+from directory.provision.sieveclient import SieveClient, SieveEndpoint
 from directory.settings import Backends, BackendSettings, ProvisionSettings, ToolConfig
 
 #: Seconds an admin IMAP command may take (a MULTIAPPEND of a batch included).
@@ -33,6 +34,8 @@ class Removal:
 
     messages: int
     kept_as: str | None = None
+    sieve_scripts: int | None = None  # deleted over ManageSieve first; None: not reached
+    warnings: tuple[str, ...] = ()
 
 
 class Mailstore:
@@ -66,6 +69,23 @@ class Mailstore:
     def reset(self, uid: str) -> int:
         """Leave the mailbox existing and empty (a partial copy undone); messages removed."""
         raise NotImplementedError
+
+    def sieve_login(self, client: SieveClient, uid: str) -> None:
+        """Log a ManageSieve connection in on ``uid``'s Sieve scripts with the host's admin
+        credentials, as :meth:`open_user` does for IMAP. Neither kind removes the scripts
+        with :meth:`delete` for certain (Dovecot keeps the user's sieve directory, Cyrus
+        its bytecode beside ``#sieve``), so a move deletes them over ManageSieve itself."""
+        raise NotImplementedError
+
+    def open_sieve(self, uid: str, endpoint: SieveEndpoint) -> SieveClient:
+        """A ManageSieve session on ``uid``'s scripts (see :meth:`sieve_login`)."""
+        client = SieveClient(self.backend.host, endpoint)
+        try:
+            self.sieve_login(client, uid)
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     @staticmethod
     def lmtp_recipient(uid: str, address: str) -> str:

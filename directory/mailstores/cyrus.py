@@ -29,6 +29,7 @@ from directory.provision import UsageError
 from directory.provision.folders import summary
 from directory.provision.imapclient import ImapClient, ImapError
 from directory.provision.imapdata import astring, parse_response, word
+from directory.provision.sieveclient import SieveClient
 
 ALL_RIGHTS = b"lrswipkxtecda"
 
@@ -52,6 +53,12 @@ class Cyrus(Mailstore):
             client.close()
             raise
         return client
+
+    def sieve_login(self, client: SieveClient, uid: str) -> None:
+        """timsieved knows users by uid; the admin acts for one with PLAIN authzid."""
+        mailbox_name(uid)
+        user, password = self.admin_credentials()
+        client.authenticate_plain(uid, user, password)
 
     def open_admin(self) -> ImapClient:
         user, password = self.admin_credentials()

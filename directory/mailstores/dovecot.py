@@ -15,6 +15,7 @@ from __future__ import annotations
 from directory.mailstores import Mailstore, Removal
 from directory.provision.folders import ensure_inbox, wipe
 from directory.provision.imapclient import ImapClient
+from directory.provision.sieveclient import SieveClient
 
 
 class Dovecot(Mailstore):
@@ -29,6 +30,11 @@ class Dovecot(Mailstore):
             client.close()
             raise
         return client
+
+    def sieve_login(self, client: SieveClient, uid: str) -> None:
+        """Pigeonhole's logins are IMAP's: the master user as ``uid<separator>master``."""
+        user, password = self.admin_credentials()
+        client.authenticate_plain("", f"{uid}{self.provision.master_separator}{user}", password)
 
     def create(self, uid: str, quota_kb: int | None = None) -> None:
         with self.open_user(uid) as client:

@@ -275,7 +275,14 @@ def user_move(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter
 
     view = ProgressView(sys.stderr, json_events=args.json)
     report = move_user(
-        settings, writer, args.login, args.to, args.force, view.update, keep_old=args.keep_old
+        settings,
+        writer,
+        args.login,
+        args.to,
+        args.force,
+        view.update,
+        keep_old=args.keep_old,
+        no_sieve=args.no_sieve,
     )
     view.close()
     line = (
@@ -287,6 +294,12 @@ def user_move(args: argparse.Namespace, settings: ToolConfig, writer: LdapWriter
         lines.append(f"  caught up {report.caught_up} messages delivered during the move")
     if report.old_copy_kept_as:
         lines.append(f"  old copy kept: {report.old_copy_kept_as}")
+    if report.sieve_scripts:
+        active = [s["name"] for s in report.sieve_scripts if s["active"]]
+        lines.append(
+            f"  {len(report.sieve_scripts)} Sieve scripts copied"
+            + (f" ({active[0]} active)" if active else "")
+        )
     _emit(args, report.as_dict(), lines)
     return EXIT_OK
 
@@ -344,6 +357,7 @@ def _user_move_batch(args: argparse.Namespace, settings: ToolConfig, writer: Lda
         jobs=DEFAULT_JOBS if args.jobs is None else args.jobs,
         force=args.force,
         keep_old=args.keep_old,
+        no_sieve=args.no_sieve,
         progress=view.progress,
         done=view.done,
         note=view.note,
@@ -896,6 +910,12 @@ def register(subparsers: Any, add_config: Callable[[argparse.ArgumentParser], No
         action="store_true",
         help="leave the old copy on the old backend (default: delete it once the last "
         "catch-up is verified)",
+    )
+    p.add_argument(
+        "--no-sieve",
+        action="store_true",
+        help="move without the users' Sieve scripts (filters, vacation replies): for an old "
+        "backend whose ManageSieve ([sieve] backend_port) cannot be reached",
     )
 
     p = _admin_leaf(

@@ -212,8 +212,9 @@ def delete_domain(
             f"domain {domain} has {len(users)} users; delete them first, "
             "or use --force to delete them with their mailboxes"
         )
+    unremoved: list[str] = []  # Sieve scripts a backend did not let us delete
     for user in users:
-        remove_user(settings, writer, user)
+        unremoved += remove_user(settings, writer, user).warnings
     writer.delete_subtree(dn)
     deleted = Domain(domain, dn, len(users))
     done = f"domain {domain} deleted with {len(users)} users"
@@ -229,4 +230,6 @@ def delete_domain(
             done=done,
             data={**deleted.as_dict(), "deleted_users": [u.mail for u in users]},
         )
-    return DomainDeletion(deleted, tuple(users), (*lagging, *warnings), replication, keys)
+    return DomainDeletion(
+        deleted, tuple(users), (*unremoved, *lagging, *warnings), replication, keys
+    )

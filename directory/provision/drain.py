@@ -245,8 +245,10 @@ class _Batch:
         keep_old: bool,
         progress: Progress,
         done: Done,
+        no_sieve: bool = False,
     ) -> None:
         self.settings = settings
+        self.no_sieve = no_sieve
         self.logins = logins
         self.target = target
         self.force = force
@@ -309,6 +311,7 @@ class _Batch:
                 self.force,
                 self.progress,
                 keep_old=self.keep_old,
+                no_sieve=self.no_sieve,
             )
         except ProvisionError as exc:
             return UserResult(login, FAILED, user.uid, error=str(exc), exit_code=exc.exit_code)
@@ -373,6 +376,7 @@ def move_many(
     progress: Progress | None = None,
     done: Done | None = None,
     note: Callable[[str], None] | None = None,
+    no_sieve: bool = False,
 ) -> DrainReport:
     """Move each of ``logins`` to ``target``, ``jobs`` at a time; see the module docstring.
 
@@ -390,6 +394,7 @@ def move_many(
         keep_old,
         progress or (lambda event: None),
         done or (lambda result, finished, total: None),
+        no_sieve,
     )
     started = time.monotonic()
     interrupted = batch.run(jobs, note or (lambda text: None))

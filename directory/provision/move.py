@@ -63,6 +63,15 @@ from directory.provision.imapclient import ImapClient
 from directory.provision.imapdata import astring
 from directory.provision.ldapwrite import ADD, DELETE, REPLACE, LdapWriter
 from directory.provision.replication import Replication, after_write
+from directory.provision.sieveclient import SieveUnreachable
+from directory.provision.sievemove import (
+    SieveScript,
+    delete_scripts,
+    endpoint,
+    read_scripts,
+    verify_scripts,
+    write_scripts,
+)
 from directory.provision.users import User, find_user
 from directory.settings import ToolConfig
 
@@ -70,7 +79,8 @@ from directory.settings import ToolConfig
 @dataclass(frozen=True, slots=True)
 class MoveProgress:
     """Where a move is, for a progress bar or a JSON event: sent at each phase and after
-    every copied batch. ``bytes_total`` is 0 when the source cannot tell (no STATUS=SIZE)."""
+    every copied batch. ``bytes_total`` is 0 when the source cannot tell (no STATUS=SIZE).
+    The ``sieve`` phase carries the Sieve scripts copied (``scripts``)."""
 
     uid: str
     phase: str  # copy, verify, switched, catch-up, cleanup, done
@@ -80,9 +90,15 @@ class MoveProgress:
     bytes_done: int
     bytes_total: int
     seconds: float
+    scripts: tuple[dict[str, Any], ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"event": "progress", **{f: getattr(self, f) for f in self.__slots__}}
+        shown = {f: getattr(self, f) for f in self.__slots__}
+        if self.scripts is None:
+            del shown["scripts"]
+        else:
+            shown["scripts"] = list(self.scripts)
+        return {"event": "progress", **shown}
 
 
 Progress = Callable[[MoveProgress], None]
@@ -101,6 +117,11 @@ class MoveReport:
     old_copy_kept_as: str | None = None
     warnings: list[str] = field(default_factory=list)
     replication: Replication | None = None  # of the switch, with a separate provider
+    # Sieve scripts: what was copied ({name, bytes, active, sha256}; None: not copied, with
+    # --no-sieve or when finishing an interrupted move), and what became of the old ones:
+    # "deleted", "kept (--keep-old)", "not looked at (--no-sieve)"; None until cleanup.
+    sieve_scripts: list[dict[str, Any]] | None = None
+    sieve_old_copy: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         shown = self.replication.as_dict() if self.replication is not None else {}
@@ -115,13 +136,22 @@ class MoveReport:
             "seconds": round(self.seconds, 3),
             "old_copy_deleted": self.old_copy_deleted,
             "old_copy_kept_as": self.old_copy_kept_as,
+            "sieve_scripts": self.sieve_scripts,
+            "sieve_copied": self.sieve_scripts is not None,
+            "sieve_old_copy": self.sieve_old_copy,
             "warnings": self.warnings,
         }
 
 
 class _Mover:
     def __init__(
-        self, settings: ToolConfig, writer: LdapWriter, user: User, target: str, progress: Progress
+        self,
+        settings: ToolConfig,
+        writer: LdapWriter,
+        user: User,
+        target: str,
+        progress: Progress,
+        no_sieve: bool = False,
     ) -> None:
         self.settings = settings
         self.writer = writer
@@ -143,6 +173,9 @@ class _Mover:
         self.done_messages = self.total_messages = self.done_bytes = self.total_bytes = 0
         self.source_store = mailstore_for(settings, user.host)
         self.target_store = mailstore_for(settings, target)
+        self.no_sieve = no_sieve
+        self.sieve = None if no_sieve else endpoint(settings)
+        self.sieve_touched = False  # from the first PUTSCRIPT on the target
 
     # -- admin endpoints ------------------------------------------------------------------
 
@@ -202,7 +235,12 @@ class _Mover:
             self.writer.modify(self.user.dn, {self.attr: [(DELETE, [self.marker.value()])]})
             self.marker = None
 
-    def event(self, phase: str, folder: bytes | None = None) -> None:
+    def event(
+        self,
+        phase: str,
+        folder: bytes | None = None,
+        scripts: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.progress(
             MoveProgress(
                 self.user.uid,
@@ -213,6 +251,7 @@ class _Mover:
                 self.done_bytes,
                 self.total_bytes,
                 time.monotonic() - self.started,
+                tuple(scripts) if scripts is not None else None,
             )
         )
 
@@ -348,11 +387,92 @@ class _Mover:
             self.report.caught_up += copied
             self.report.folders[_shown(folder.name)] = {"to": _shown(into), "copied": copied}
 
+    # -- Sieve scripts (directory.provision.sievemove) -------------------------------------
+
+    def sieve_source_check(self) -> bool:
+        """Before anything changes: the old backend's ManageSieve answers, so no script is
+        left behind unseen. True when the user has scripts there."""
+        if self.sieve is None:
+            self.report.warnings.append(
+                f"Sieve scripts were not copied (--no-sieve): any the user has stay on "
+                f"{self.user.host} (and are deleted with the old copy where the server does so)"
+            )
+            return False
+        try:
+            with self.source_store.open_sieve(self.user.uid, self.sieve) as client:
+                return bool(client.listscripts())
+        except SieveUnreachable as exc:
+            raise Unavailable(
+                f"cannot read the Sieve scripts (filters, vacation replies) of "
+                f"{self.user.uid}: {exc}; nothing was changed. --no-sieve moves the mailbox "
+                "without them"
+            ) from None
+
+    def sieve_target_check(self, needed: bool, stale: bool, force: bool) -> None:
+        """The new backend's ManageSieve answers when there are scripts to copy, and holds
+        none of the user's already (a stale partial copy is removed, others need --force)."""
+        if self.sieve is None:
+            return
+        try:
+            client = self.target_store.open_sieve(self.user.uid, self.sieve)
+        except SieveUnreachable:
+            if not needed:
+                return  # nothing to copy, and nothing can be there to clash
+            raise
+        with client:
+            there = client.listscripts()
+            if there and not (stale or force):
+                raise Refused(
+                    f"{self.target} already holds {len(there)} Sieve scripts for "
+                    f"{self.user.uid}; --force replaces them"
+                )
+            if there:
+                delete_scripts(client, self.target)
+                self.report.warnings.append(
+                    f"{len(there)} Sieve scripts {self.target} held for {self.user.uid} were "
+                    "removed (an interrupted move's, or replaced with --force)"
+                )
+
+    def copy_sieve(self) -> None:
+        """Read every script from the old backend, write it to the new one under the same
+        name, make the same one active, and read them all back."""
+        if self.sieve is None:
+            return
+        self.renew()
+        with self.source_store.open_sieve(self.user.uid, self.sieve) as client:
+            scripts: list[SieveScript] = read_scripts(client)
+        if scripts:
+            self.sieve_touched = True
+            with self.target_store.open_sieve(self.user.uid, self.sieve) as client:
+                write_scripts(client, scripts, self.target)
+                verify_scripts(client, scripts, self.target)
+        self.report.sieve_scripts = [s.as_dict() for s in scripts]
+        self.event("sieve", scripts=self.report.sieve_scripts)
+
+    def delete_old_sieve(self) -> None:
+        """Before the old mailbox goes: its scripts, which neither kind removes with it for
+        certain (Dovecot keeps the sieve directory; see :meth:`Mailstore.sieve_login`)."""
+        if self.sieve is None:
+            self.report.sieve_old_copy = "not looked at (--no-sieve)"
+            return
+        with self.source_store.open_sieve(self.user.uid, self.sieve) as client:
+            delete_scripts(client, self.user.host)
+        self.report.sieve_old_copy = "deleted"
+
     # -- the whole move -------------------------------------------------------------------
 
     def rollback(self, cause: ProvisionError, target: ImapClient | None) -> ProvisionError:
         notes = []
         still_disabled = False
+        if self.sieve_touched and self.sieve is not None:
+            try:
+                with self.target_store.open_sieve(self.user.uid, self.sieve) as client:
+                    delete_scripts(client, self.target)
+            except ProvisionError as exc:
+                notes.append(
+                    f"the Sieve scripts copied to {self.target} stay ({exc}; "
+                    "a later move there needs --force)"
+                )
         if target is not None and self.target_touched:
             target.logout()  # Cyrus empties a mailbox by deleting it: not while it is open
             try:
@@ -386,6 +506,7 @@ class _Mover:
         source = self.source_store.open_user(self.user.uid)
         target: ImapClient | None = None
         try:
+            has_scripts = self.sieve_source_check()
             # Cyrus: user.<uid> must exist first (with the user's quota, if it has one).
             self.target_store.create(self.user.uid, self.user.quota_kb)
             target = self.target_store.open_user(self.user.uid)
@@ -406,6 +527,9 @@ class _Mover:
                 target.logout()
                 self.target_store.reset(self.user.uid)
                 target = self.target_store.open_user(self.user.uid)
+            self.sieve_target_check(
+                has_scripts, stale is not None and stale.host == self.target, force
+            )
             try:
                 if stale is not None:
                     self.writer.modify(self.user.dn, {self.attr: [(DELETE, [stale.value()])]})
@@ -414,6 +538,7 @@ class _Mover:
                 self._proxies("kick", strict=True)
                 self.copy_all(source, target)
                 self.verify(target)
+                self.copy_sieve()
                 self.switch()
             except BaseException as exc:  # Ctrl-C or a bug must roll back too
                 cause = exc if isinstance(exc, ProvisionError) else _unexpected(exc)
@@ -464,11 +589,21 @@ class _Mover:
         if keep_old:
             self.clear_marker()
             self.report.old_copy_kept_as = f"{self.user.host} (--keep-old)"
+            if self.sieve is not None:
+                self.report.sieve_old_copy = "kept (--keep-old)"
             self.event("done")
             return
         self.phase = "cleanup"
         self.event("cleanup")
         source.logout()  # its mailbox is about to go
+        try:
+            self.delete_old_sieve()
+        except ProvisionError as exc:
+            self.report.warnings.append(
+                f"deleting the old Sieve scripts on {self.user.host}: {exc}; the old copy is "
+                "kept: run the same move again to finish it (--no-sieve leaves the scripts)"
+            )
+            return
         try:
             removal = self.source_store.delete(self.user.uid)
         except ProvisionError as exc:
@@ -517,13 +652,16 @@ def move_user(
     force: bool = False,
     progress: Progress | None = None,
     keep_old: bool = False,
+    no_sieve: bool = False,
 ) -> MoveReport:
     """Move ``login``'s mailbox to ``target`` (a mailHost value); see the module docstring.
 
     Run again after a move that died, it finishes that move (it had switched) or undoes
     its partial copy and starts again (it had not). ``force`` moves a user whose logins
     are disabled, or whose earlier move may still be running, and replaces whatever the
-    target holds for the user. ``keep_old`` leaves the old copy where it is.
+    target holds for the user. ``keep_old`` leaves the old copy where it is (Sieve scripts
+    included). ``no_sieve`` moves without the user's Sieve scripts (for a backend without
+    ManageSieve): they are neither copied nor deleted, and the report says so.
     """
     require_move_attribute(settings)
     user = find_user(settings, writer, login)
@@ -536,7 +674,7 @@ def move_user(
         if cleanup is None:
             raise Refused(f"{user.uid} is on {target} already")
         # The move switched and then died: finish it from the old host the marker names.
-        mover = _Mover(settings, writer, replace(user, host=cleanup.host), target, report)
+        mover = _Mover(settings, writer, replace(user, host=cleanup.host), target, report, no_sieve)
         mover.marker = cleanup
         return mover.resume(keep_old)
     if cleanup is not None:
@@ -559,5 +697,5 @@ def move_user(
             f"logins of {user.uid} are disabled ({settings.directory.disabled_attribute}): "
             "--force moves it anyway (and it stays disabled)"
         )
-    mover = _Mover(settings, writer, user, target, report)
+    mover = _Mover(settings, writer, user, target, report, no_sieve)
     return mover.run(force, keep_old, lease)

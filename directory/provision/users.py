@@ -23,7 +23,7 @@ from ldap3.utils.dn import escape_rdn
 
 from common.configschema import ConfigError
 from directory import movestate
-from directory.mailstores import Removal, mailstore_for
+from directory.mailstores import Mailstore, Removal, mailstore_for
 from directory.model import means_disabled, route_from_entry
 from directory.names import escape_filter_value
 from directory.passwords import hash_password
@@ -358,9 +358,28 @@ def remove_user(settings: ToolConfig, writer: LdapWriter, user: User) -> Removal
     In this order because the backend finds the user through the entry: with the entry gone
     first, the mailbox could no longer be reached to be removed.
     """
-    removal = mailstore_for(settings, user.host).delete(user.uid)
+    store = mailstore_for(settings, user.host)
+    scripts, warning = _remove_sieve_scripts(settings, store, user)
+    removal = store.delete(user.uid)
     writer.delete(user.dn)
-    return removal
+    return replace(removal, sieve_scripts=scripts, warnings=(warning,) if warning else ())
+
+
+def _remove_sieve_scripts(
+    settings: ToolConfig, store: Mailstore, user: User
+) -> tuple[int | None, str | None]:
+    """Delete the user's Sieve scripts over ManageSieve, first: neither kind's mailbox
+    deletion removes them for certain (Pigeonhole keeps the sieve directory), and a deleted
+    user's vacation text and filter rules are the user's data too. (count, warning): a
+    backend without a ManageSieve answer does not stop the deletion, it is named instead."""
+    from directory.provision.sieveclient import SieveUnreachable
+    from directory.provision.sievemove import delete_scripts, endpoint
+
+    try:
+        with store.open_sieve(user.uid, endpoint(settings)) as client:
+            return delete_scripts(client, user.host), None
+    except SieveUnreachable as exc:
+        return None, f"{user.mail}: Sieve scripts not deleted ({exc}); remove them by hand"
 
 
 def delete_user(settings: ToolConfig, writer: LdapWriter, login: str) -> Change:
@@ -371,8 +390,10 @@ def delete_user(settings: ToolConfig, writer: LdapWriter, login: str) -> Change:
     if removal.kept_as is not None:
         # Cyrus delete_mode: delayed. The user is gone, but the messages are not yet.
         extra["backend_kept_copy"] = removal.kept_as
+    extra["sieve_scripts_removed"] = removal.sieve_scripts
     done = f"{user.mail} deleted"
-    return _apply(settings, writer, user, kick=True, done=done, extra=extra, deleted=True)
+    change = _apply(settings, writer, user, kick=True, done=done, extra=extra, deleted=True)
+    return replace(change, warnings=(*removal.warnings, *change.warnings))
 
 
 def set_password(settings: ToolConfig, writer: LdapWriter, login: str, password: str) -> Change:

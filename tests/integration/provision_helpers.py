@@ -55,6 +55,8 @@ def provision_sections(farm: Farm, **overrides: dict[str, Any]) -> dict[str, dic
             "timeout": 3,
         },
         "admin": {"token": ADMIN_TOKEN},
+        # The backends' ManageSieve, one port for all (moves copy users' Sieve scripts).
+        "sieve": {"backend_port": next(b.sieve_port for b in farm.backends.values())},
         "provision": {
             **farm_provision(farm),
             "move_settle": 0.5,  # the default 5 s, for each of the tests' many moves, is long

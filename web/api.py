@@ -94,7 +94,7 @@ def build_router(service: Service) -> APIRouter:
 
     @router.post("/users/{address}/move", status_code=202, summary="move a mailbox (a job)")
     def move(who: Caller, address: Address, body: Move) -> dict[str, Any]:
-        return service.move(who, address, body.to, body.force, body.keep_old)
+        return service.move(who, address, body.to, body.force, body.keep_old, body.no_sieve)
 
     @router.get("/jobs/{job_id}", summary="a job's progress and result")
     def get_job(

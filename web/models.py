@@ -26,6 +26,9 @@ class Move(Body):
     to: str = Field(min_length=1, max_length=253, description="the new mailHost")
     force: bool = False
     keep_old: bool = False
+    no_sieve: bool = Field(
+        default=False, description="move without the Sieve scripts (old backend lacks ManageSieve)"
+    )
 
 
 class Record(Body):

@@ -216,7 +216,13 @@ class Service:
             return set_quota(self.settings, writer, user.uid, quota).as_dict()
 
     def move(
-        self, who: Actor, address: str, to: str, force: bool = False, keep_old: bool = False
+        self,
+        who: Actor,
+        address: str,
+        to: str,
+        force: bool = False,
+        keep_old: bool = False,
+        no_sieve: bool = False,
     ) -> dict[str, Any]:
         from directory.provision.move import move_user
 
@@ -233,6 +239,7 @@ class Service:
                     force,
                     lambda event: report(event.as_dict()),
                     keep_old=keep_old,
+                    no_sieve=no_sieve,
                 )
             return done.as_dict()
 

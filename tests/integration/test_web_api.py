@@ -129,6 +129,12 @@ def test_user_lifecycle(
     assert state["progress"]["phase"] == "done" and state["result"]["to"] == HOSTS[1]
     assert api.get(f"/api/v1/users/{address}").json()["mailHost"] == HOSTS[1]
     backend_login(farm, HOSTS[1], uid, "second pw 2").logout()
+    assert state["result"]["sieve_copied"] is True  # the scripts (none here) went along
+    back = api.post(f"/api/v1/users/{address}/move", json={"to": HOSTS[0], "no_sieve": True})
+    assert back.status_code == 202, back.text
+    state = wait_job(api, back.json()["job"])
+    assert state["state"] == "done" and state["result"]["sieve_copied"] is False, state
+    assert any("--no-sieve" in w for w in state["result"]["warnings"]), state
 
     page = api.get(f"/api/v1/domains/{a}/users", params={"q": "caro"}).json()
     assert [u["mail"] for u in page["users"]] == [address] and page["total"] == 1

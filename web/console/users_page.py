@@ -137,7 +137,8 @@ def register(router: APIRouter, console: Console) -> None:
             call = (service.kick, who, address)
             message = "Sessions kicked."
         elif action == "move":
-            call = (service.move, who, address, fields.get("to", ""), False, False)
+            no_sieve = fields.get("no_sieve") == "yes"  # the old backend has no ManageSieve
+            call = (service.move, who, address, fields.get("to", ""), False, False, no_sieve)
             message = "Move started."
         elif action == "delete":
             if fields.get("confirm", "").strip().lower() != address.lower():

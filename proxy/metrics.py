@@ -4,10 +4,11 @@ Why a registry per :class:`Metrics` and not prometheus-client's global one: test
 process that reloads) can build several side by side without "duplicated timeseries" errors,
 and nothing imported by accident can add series to what operators scrape.
 
-The session core calls the small methods below on every connection, so each is one dict
-lookup and one in-memory add: label children are bound once and cached. What can be read
-instead of counted (route cache hits and misses) is read at scrape time by a collector, so
-the hot path pays nothing for it.
+The session core calls the small methods below on every connection, so each is a dict
+lookup and an integer add on plain Python objects; the Prometheus families are built from
+those numbers at scrape time (:class:`_Collector`). What can be read instead of counted
+(route cache hits and misses) is read at scrape time too, so the hot path pays nothing
+for it.
 
 Metric families (the contract with dashboards and alerts; OPERATIONS.md explains each):
 
@@ -27,21 +28,24 @@ Metric families (the contract with dashboards and alerts; OPERATIONS.md explains
 from __future__ import annotations
 
 import enum
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
     ProcessCollector,
-    disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 PROTOCOLS = ("imap", "pop3", "sieve")
 STATES = ("preauth", "proxied")
@@ -103,24 +107,132 @@ def _label(value: str | enum.Enum) -> str:
     return str(value.value) if isinstance(value, enum.Enum) else value
 
 
-class _Bound:
-    """A metric family with its label children cached: the hot path is one dict lookup."""
+class _Counts:
+    """One protocol's numbers: plain attributes and dicts, so counting is an add."""
 
-    __slots__ = ("children", "family")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "connect_buckets",
+        "connect_count",
+        "connect_sum",
+        "connections",
+        "evicted",
+        "logins",
+        "preauth",
+        "proxied",
+        "refused",
+        "tls_failures",
+    )
 
-    def __init__(self, family: Counter | Gauge | Histogram) -> None:
-        self.family = family
-        self.children: dict[tuple[str, ...], Any] = {}
+    def __init__(self) -> None:
+        self.connections = self.evicted = self.tls_failures = 0
+        self.preauth = self.proxied = 0
+        self.bytes_in = self.bytes_out = 0
+        self.logins: dict[str, int] = dict.fromkeys(LOGIN_OUTCOMES, 0)
+        self.refused: dict[str, int] = dict.fromkeys(REFUSALS, 0)
+        self.connect_buckets = [0] * len(CONNECT_BUCKETS)  # per bucket, not cumulative
+        self.connect_count = 0
+        self.connect_sum = 0.0
 
-    def __call__(self, *labels: str) -> Any:
-        child = self.children.get(labels)
-        if child is None:
-            child = self.children[labels] = self.family.labels(*labels)
-        return child
+
+class _Collector(Collector):
+    """The families, built from the plain numbers at scrape time (in this order, with
+    every protocol's series present from its first appearance, at zero)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        rows = list(m._counts.items())
+        connections = CounterMetricFamily(
+            "mailfarm_connections", "Client connections accepted.", labels=["protocol"]
+        )
+        refused = CounterMetricFamily(
+            "mailfarm_connections_refused",
+            "Client connections closed before any dialogue (limits, bad PROXY header).",
+            labels=["protocol", "reason"],
+        )
+        evicted = CounterMetricFamily(
+            "mailfarm_connections_evicted",
+            "Connections not yet logged in, closed to make room when max_connections was"
+            " reached.",
+            labels=["protocol"],
+        )
+        tls = CounterMetricFamily(
+            "mailfarm_tls_failures",
+            "Client TLS handshakes that failed (implicit TLS, STARTTLS or STLS).",
+            labels=["protocol"],
+        )
+        sessions = GaugeMetricFamily(
+            "mailfarm_sessions",
+            "Live client sessions: logging in (preauth) or relayed to a backend (proxied).",
+            labels=["protocol", "state"],
+        )
+        logins = CounterMetricFamily(
+            "mailfarm_logins", "Login attempts by outcome.", labels=["protocol", "outcome"]
+        )
+        connect = HistogramMetricFamily(
+            "mailfarm_backend_connect_seconds",
+            "Time to open the connection to a backend (TCP and TLS, before its login).",
+            labels=["protocol"],
+        )
+        traffic = CounterMetricFamily(
+            "mailfarm_bytes",
+            "Bytes between clients and mailfarm (in: from clients), counted at session end.",
+            labels=["protocol", "direction"],
+        )
+        for protocol, c in rows:
+            connections.add_metric([protocol], c.connections)
+            for reason, n in c.refused.items():
+                refused.add_metric([protocol, reason], n)
+            evicted.add_metric([protocol], c.evicted)
+            tls.add_metric([protocol], c.tls_failures)
+            sessions.add_metric([protocol, "preauth"], c.preauth)
+            sessions.add_metric([protocol, "proxied"], c.proxied)
+            for outcome, n in c.logins.items():
+                logins.add_metric([protocol, outcome], n)
+            cumulative, buckets = 0, []
+            for bound, n in zip(CONNECT_BUCKETS, c.connect_buckets, strict=True):
+                cumulative += n
+                buckets.append((floatToGoString(bound), cumulative))
+            buckets.append(("+Inf", c.connect_count))
+            connect.add_metric([protocol], buckets, c.connect_sum)
+            traffic.add_metric([protocol, "in"], c.bytes_in)
+            traffic.add_metric([protocol, "out"], c.bytes_out)
+        lookups = CounterMetricFamily(
+            "mailfarm_directory_lookups",
+            "Directory queries for a route, by result (stale: served from the stale cache"
+            " while the directory was unreachable).",
+            labels=["result"],
+        )
+        for result, n in list(m._lookups.items()):
+            lookups.add_metric([result], n)
+        worker = GaugeMetricFamily(
+            "mailfarm_worker",
+            "This process's index among the instance's workers (worker i answers on the admin"
+            " port + i), labelled with how many there are: a scraper given one URL per"
+            " instance finds every worker from it.",
+            labels=["workers"],
+        )
+        worker.add_metric([str(m._workers)], m._worker)
+        yield from (connections, refused, evicted, tls, sessions, logins, connect, lookups)
+        yield from (traffic, worker)
+
+    def describe(self) -> Iterable[Metric]:
+        return []
 
 
 class Metrics:
-    """Everything one process counts; call the methods from the session core."""
+    """Everything one process counts; call the methods from the session core.
+
+    Why plain numbers and not prometheus-client's Counter objects: each of those takes a
+    lock and checks its type on every increment, and a login makes about ten of them. Here an
+    increment is an attribute add on the protocol's :class:`_Counts`, and the exposition is
+    built when someone scrapes, which is rare next to logins. The process is one thread (the
+    event loop); the directory's lookups arrive on it too.
+    """
 
     def __init__(
         self,
@@ -129,160 +241,84 @@ class Metrics:
         *,
         process: bool = True,
     ) -> None:
-        # ``*_created`` series double the scrape and nobody graphs them. The switch is
-        # process-wide, which is fine: this process exports no other metrics.
-        disable_created_metrics()
         self.registry = r = CollectorRegistry(auto_describe=True)
-        self._connections = _Bound(
-            Counter(
-                "mailfarm_connections", "Client connections accepted.", ["protocol"], registry=r
-            )
-        )
-        self._refused = _Bound(
-            Counter(
-                "mailfarm_connections_refused",
-                "Client connections closed before any dialogue (limits, bad PROXY header).",
-                ["protocol", "reason"],
-                registry=r,
-            )
-        )
-        self._evicted = _Bound(
-            Counter(
-                "mailfarm_connections_evicted",
-                "Connections not yet logged in, closed to make room when max_connections"
-                " was reached.",
-                ["protocol"],
-                registry=r,
-            )
-        )
-        self._tls_failures = _Bound(
-            Counter(
-                "mailfarm_tls_failures",
-                "Client TLS handshakes that failed (implicit TLS, STARTTLS or STLS).",
-                ["protocol"],
-                registry=r,
-            )
-        )
-        self._sessions = _Bound(
-            Gauge(
-                "mailfarm_sessions",
-                "Live client sessions: logging in (preauth) or relayed to a backend (proxied).",
-                ["protocol", "state"],
-                registry=r,
-            )
-        )
-        self._logins = _Bound(
-            Counter(
-                "mailfarm_logins", "Login attempts by outcome.", ["protocol", "outcome"], registry=r
-            )
-        )
-        self._connect = _Bound(
-            Histogram(
-                "mailfarm_backend_connect_seconds",
-                "Time to open the connection to a backend (TCP and TLS, before its login).",
-                ["protocol"],
-                buckets=CONNECT_BUCKETS,
-                registry=r,
-            )
-        )
-        self._lookups = _Bound(
-            Counter(
-                "mailfarm_directory_lookups",
-                "Directory queries for a route, by result (stale: served from the stale"
-                " cache while the directory was unreachable).",
-                ["result"],
-                registry=r,
-            )
-        )
-        self._bytes = _Bound(
-            Counter(
-                "mailfarm_bytes",
-                "Bytes between clients and mailfarm (in: from clients), counted at session end.",
-                ["protocol", "direction"],
-                registry=r,
-            )
-        )
-        self._worker = Gauge(
-            "mailfarm_worker",
-            "This process's index among the instance's workers (worker i answers on the admin"
-            " port + i), labelled with how many there are: a scraper given one URL per"
-            " instance finds every worker from it.",
-            ["workers"],
-            registry=r,
-        )
-        self._worker.labels("1").set(0)
-        # Pre-created children make every series visible at zero from the first scrape, so
-        # rate() and absent() work before the first event.
-        for result in LOOKUP_RESULTS:
-            self._lookups(result)
+        self._counts: dict[str, _Counts] = {}
+        self._lookups: dict[str, int] = dict.fromkeys(LOOKUP_RESULTS, 0)
+        self._worker, self._workers = 0, 1
         for protocol in protocols:
             self.add_protocol(protocol)
+        r.register(_Collector(self))
         if directory is not None:
             r.register(_CacheCollector(directory))
         if process:
             ProcessCollector(registry=r)
 
-    def add_protocol(self, protocol: str) -> None:
+    def add_protocol(self, protocol: str) -> _Counts:
         """Show a protocol's series at zero (done at its first session if not listed)."""
-        self._connections(protocol)
-        self._evicted(protocol)
-        self._tls_failures(protocol)
-        self._connect(protocol)
-        for state in STATES:
-            self._sessions(protocol, state)
-        for outcome in LOGIN_OUTCOMES:
-            self._logins(protocol, outcome)
-        for direction in DIRECTIONS:
-            self._bytes(protocol, direction)
-        for reason in REFUSALS:
-            self._refused(protocol, reason)
+        counts = self._counts.get(protocol)
+        if counts is None:
+            counts = self._counts[protocol] = _Counts()
+        return counts
+
+    def _of(self, protocol: str) -> _Counts:
+        counts = self._counts.get(protocol)
+        return counts if counts is not None else self.add_protocol(protocol)
 
     def set_worker(self, worker: int, workers: int) -> None:
-        self._worker.clear()
-        self._worker.labels(str(workers)).set(worker)
+        self._worker, self._workers = worker, workers
 
     # -- called by the session core and the listeners ------------------------------------
 
     def session_started(self, protocol: str) -> None:
         """A client connected and its login dialogue begins."""
-        if (protocol,) not in self._connections.children:
-            self.add_protocol(protocol)  # e.g. submission: all its series from now on
-        self._connections(protocol).inc()
-        self._sessions(protocol, "preauth").inc()
+        counts = self._of(protocol)  # e.g. submission: all its series from now on
+        counts.connections += 1
+        counts.preauth += 1
 
     def session_proxied(self, protocol: str) -> None:
         """The session was handed to the relay."""
-        self._sessions(protocol, "preauth").dec()
-        self._sessions(protocol, "proxied").inc()
+        counts = self._of(protocol)
+        counts.preauth -= 1
+        counts.proxied += 1
 
     def session_ended(self, protocol: str, state: str, bytes_in: int, bytes_out: int) -> None:
         """A session ended in ``state`` (preauth or proxied), having moved these bytes."""
-        self._sessions(protocol, state).dec()
-        if bytes_in:
-            self._bytes(protocol, "in").inc(bytes_in)
-        if bytes_out:
-            self._bytes(protocol, "out").inc(bytes_out)
+        counts = self._of(protocol)
+        if state == "proxied":
+            counts.proxied -= 1
+        else:
+            counts.preauth -= 1
+        counts.bytes_in += bytes_in
+        counts.bytes_out += bytes_out
 
     def login(self, protocol: str, outcome: str | enum.Enum) -> None:
         """One login attempt; ``outcome`` is "ok" or a ``proxy.actions.Failure``."""
-        self._logins(protocol, _label(outcome)).inc()
+        logins = self._of(protocol).logins
+        label = _label(outcome)
+        logins[label] = logins.get(label, 0) + 1
 
     def backend_connect(self, protocol: str, seconds: float) -> None:
-        self._connect(protocol).observe(seconds)
+        counts = self._of(protocol)
+        i = bisect_left(CONNECT_BUCKETS, seconds)  # le: the first bound >= seconds
+        if i < len(CONNECT_BUCKETS):
+            counts.connect_buckets[i] += 1
+        counts.connect_count += 1
+        counts.connect_sum += seconds
 
     def lookup(self, result: str) -> None:
         """A route query that went past the cache: found, not-found, unavailable, stale."""
-        self._lookups(result).inc()
+        self._lookups[result] = self._lookups.get(result, 0) + 1
 
     def connection_refused(self, protocol: str, reason: str) -> None:
         """A connection closed by a limit or a bad PROXY header, before any greeting."""
-        self._refused(protocol, reason).inc()
+        refused = self._of(protocol).refused
+        refused[reason] = refused.get(reason, 0) + 1
 
     def evicted(self, protocol: str) -> None:
-        self._evicted(protocol).inc()
+        self._of(protocol).evicted += 1
 
     def tls_failed(self, protocol: str) -> None:
-        self._tls_failures(protocol).inc()
+        self._of(protocol).tls_failures += 1
 
     # -- read by the admin endpoint ------------------------------------------------------
 

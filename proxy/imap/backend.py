@@ -28,8 +28,13 @@ def _capabilities(text: bytes) -> tuple[str, ...]:
     return parse_capability(text, keep_case=True)
 
 
+@functools.lru_cache(maxsize=256)  # the same few tuples, asked on every login
+def _upper(caps: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(cap.upper() for cap in caps)
+
+
 def _has(caps: tuple[str, ...], name: str) -> bool:
-    return any(cap.upper() == name for cap in caps)
+    return name in _upper(caps)
 
 
 async def _until_tagged(conn: Conn, tag: bytes) -> tuple[str, bytes, tuple[str, ...]]:

@@ -47,6 +47,7 @@ def start_api(
     sections = {
         "directory": sections["directory"],
         "backends": sections["backends"],
+        "sieve": sections["sieve"],  # a move from the console copies Sieve scripts there
         "provision": {
             **farm_provision(farm),
             "admin_urls": [admin_url],

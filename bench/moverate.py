@@ -98,6 +98,8 @@ def provision_sections(farm: Farm) -> dict[str, Any]:
             "default_mx": ["mx1.mailfarm.test:10"],
             "move_settle": 0,
         },
+        # The move copies Sieve scripts too, through the backends' ManageSieve port.
+        "sieve": {"backend_port": farm.backends["mail1"].sieve_port},
         "backends": farm_backends(farm),
     }
 

@@ -136,6 +136,9 @@ def farm_config(
             "backend_port": backend.pop3_port,
             "backend_timeout": 5,
         },
+        # No listener by default; the backends' ManageSieve port, which user moves (and the
+        # console's) copy Sieve scripts through.
+        "sieve": {"backend_port": backend.sieve_port},
     }
     if importlib.util.find_spec("proxy.pop3.protocol") is None:  # not built yet
         del sections["pop3"]

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from directory.provision import Unavailable
+from directory.provision import Refused, Unavailable
 from directory.provision.sieveclient import SieveClient, SieveEndpoint, SieveError
 from directory.settings import ToolConfig
 
@@ -50,12 +50,13 @@ def read_scripts(client: SieveClient) -> list[SieveScript]:
 
 def write_scripts(client: SieveClient, scripts: list[SieveScript], host: str) -> None:
     """PUTSCRIPT each under its name, then SETACTIVE the active one; a refusal names the
-    script and carries the server's text (an extension the target lacks...)."""
+    script and carries the server's text (an extension the target lacks...). Refused, not
+    Unavailable: trying again later changes nothing; the script or the target must change."""
     for script in scripts:
         try:
             client.putscript(script.name, script.content)
         except SieveError as exc:
-            raise Unavailable(
+            raise Refused(
                 f"{host} refused Sieve script {script.name!r}: {exc.status}"
                 + (f" ({exc.code})" if exc.code else "")
                 + f" {exc.text}"

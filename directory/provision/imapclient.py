@@ -11,7 +11,6 @@ every NO/BAD an :class:`ImapError` (also "unavailable": the step could not be do
 
 from __future__ import annotations
 
-import base64
 import itertools
 import socket
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from types import TracebackType
 from common.imapformat import login_command, parse_capability, tagged_status
 from directory.provision import Unavailable
 from directory.provision.imapdata import join_pieces
+from directory.provision.saslplain import plain_response
 
 MAX_LINE = 1 << 20
 
@@ -166,10 +166,10 @@ class ImapClient:
     def authenticate_plain(self, authzid: str, authcid: str, password: str) -> None:
         """``AUTHENTICATE PLAIN`` as ``authcid`` acting for ``authzid`` (RFC 4616): how an
         admin or proxy user opens another user's mailbox where LOGIN has no form for it."""
-        fields = [v.encode("utf-8") for v in (authzid, authcid, password)]
-        if any(b"\x00" in f for f in fields) or not all(fields[1:]):
-            raise ImapError(self.address, "AUTHENTICATE", "BAD", b"credentials PLAIN cannot carry")
-        token = base64.b64encode(b"\x00".join(fields))
+        try:
+            token = plain_response(authzid, authcid, password)
+        except ValueError as exc:
+            raise ImapError(self.address, "AUTHENTICATE", "BAD", str(exc).encode()) from None
         tag = self._tag()
         chunks = [tag + b" AUTHENTICATE PLAIN\r\n", token + b"\r\n"]
         if "SASL-IR" in self.capabilities:

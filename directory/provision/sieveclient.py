@@ -14,7 +14,6 @@ mid-way), and every ``NO``/``BYE`` a :class:`SieveError` with the server's code 
 
 from __future__ import annotations
 
-import base64
 import socket
 import ssl
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from types import TracebackType
 from typing import TypeAlias
 
 from directory.provision import Unavailable
+from directory.provision.saslplain import plain_response
 
 MAX_LINE = 1 << 20
 MAX_LITERAL = 16 << 20  # far above any server's script size limit
@@ -184,14 +184,6 @@ def encode(value: bytes, literal: bool = False) -> bytes:
     if plain and not literal:
         return b'"' + value + b'"'
     return b"{%d+}\r\n" % len(value) + value
-
-
-def plain_response(authzid: str, authcid: str, password: str) -> bytes:
-    """SASL PLAIN (RFC 4616), base64: ``authzid NUL authcid NUL password``."""
-    fields = [v.encode("utf-8") for v in (authzid, authcid, password)]
-    if any(b"\x00" in f for f in fields) or not all(fields[1:]):
-        raise ValueError("credentials PLAIN cannot carry")
-    return base64.b64encode(b"\x00".join(fields))
 
 
 # -- the client ---------------------------------------------------------------------------

@@ -33,6 +33,8 @@ from directory.provision.dns import check_domain
 from directory.provision.dnsstore import domain_dn
 from directory.provision.ldapwrite import DELETE, REPLACE, Entry, LdapWriter
 from directory.provision.replication import Replication, after_write
+from directory.provision.sieveclient import SieveUnreachable
+from directory.provision.sievemove import delete_scripts, endpoint
 from directory.settings import ToolConfig
 
 USER_CLASSES = ("inetOrgPerson", "inetLocalMailRecipient")
@@ -372,9 +374,6 @@ def _remove_sieve_scripts(
     deletion removes them for certain (Pigeonhole keeps the sieve directory), and a deleted
     user's vacation text and filter rules are the user's data too. (count, warning): a
     backend without a ManageSieve answer does not stop the deletion, it is named instead."""
-    from directory.provision.sieveclient import SieveUnreachable
-    from directory.provision.sievemove import delete_scripts, endpoint
-
     try:
         with store.open_sieve(user.uid, endpoint(settings)) as client:
             return delete_scripts(client, user.host), None

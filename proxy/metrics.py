@@ -253,16 +253,15 @@ class Metrics:
         if process:
             ProcessCollector(registry=r)
 
-    def add_protocol(self, protocol: str) -> _Counts:
+    def add_protocol(self, protocol: str) -> None:
         """Show a protocol's series at zero (done at its first session if not listed)."""
+        self._of(protocol)
+
+    def _of(self, protocol: str) -> _Counts:
         counts = self._counts.get(protocol)
         if counts is None:
             counts = self._counts[protocol] = _Counts()
         return counts
-
-    def _of(self, protocol: str) -> _Counts:
-        counts = self._counts.get(protocol)
-        return counts if counts is not None else self.add_protocol(protocol)
 
     def set_worker(self, worker: int, workers: int) -> None:
         self._worker, self._workers = worker, workers
